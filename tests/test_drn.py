@@ -1,0 +1,167 @@
+"""DRN modules, losses, schedule and the 1-1-3 cycle (tiny widths; CPU)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import deepfashion_drn
+from hpt_jax import layers, losses, weights
+from hpt_jax.models import drn
+from hpt_jax.train import drn as drn_train
+from hpt_jax.train import optim
+
+
+def _count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def _random_batch(h, w, b=2, seed=0):
+  rng = np.random.default_rng(seed)
+  return {
+      "source_image": rng.uniform(-1, 1, (b, h, w, 3)).astype(np.float32),
+      "target_image": rng.uniform(-1, 1, (b, h, w, 3)).astype(np.float32),
+      "source_pose": rng.uniform(0, 1, (b, h, w, 18)).astype(np.float32),
+      "target_pose": rng.uniform(0, 1, (b, h, w, 18)).astype(np.float32),
+  }
+
+
+@functools.lru_cache(maxsize=None)
+def _vgg16():
+  return weights.load_vgg_params("vgg16")
+
+
+def test_parameter_counts_match_reference_at_ngf64():
+  """ARCHITECTURES.md: G_P 165.2 M, G_T 17.7 M in use, each D ≈ 4 M (counted on the PyTorch modules)."""
+  config = deepfashion_drn.get_config()
+  models = drn.build_models(config.model)
+  h, w = 256, 176
+  img, pose = jnp.zeros((1, h, w, 3)), jnp.zeros((1, h, w, 18))
+  key = jax.random.PRNGKey(0)
+  g_p = jax.eval_shape(lambda: models["pose_branch"].init(key, img, pose, pose))
+  g_t = jax.eval_shape(lambda: models["detail"].init(key, img, jnp.zeros((1, 32, 22, 512))))
+  d_a = jax.eval_shape(lambda: models["disc_appearance"].init(key, img, img))
+  d_s = jax.eval_shape(lambda: models["disc_shape"].init(key, img, pose))
+  assert round(_count(g_p) / 1e6, 1) == 165.2
+  assert round(_count(g_t) / 1e6, 1) == 17.7
+  # D: conv7 (C_in+3)→64, 64→128, 128→256, 3 residual blocks of two 256→256 convs, all with bias.
+  for d, c_in in ((d_a, 3), (d_s, 18)):
+    expected = (49 * (3 + c_in) * 64 + 64) + (9 * 64 * 128 + 128) + (9 * 128 * 256 + 256) + 6 * (9 * 256 * 256 + 256)
+    assert _count(d) == expected
+    assert 3.9e6 < expected < 4.0e6
+
+
+def test_output_shapes_tiny():
+  config = deepfashion_drn.get_config("tiny")
+  models = drn.build_models(config.model)
+  h, w = config.data.image_size
+  b = _random_batch(h, w)
+  key = jax.random.PRNGKey(0)
+  v = models["pose_branch"].init(key, b["source_image"], b["source_pose"], b["target_pose"])
+  guidance, coarse = models["pose_branch"].apply(v, b["source_image"], b["source_pose"], b["target_pose"])
+  n = config.model.n_downsampling
+  assert guidance.shape == (2, h // 2 ** n, w // 2 ** n, config.model.ngf * 2 ** n)
+  assert coarse.shape == (2, h, w, 3) and coarse.dtype == jnp.float32
+  assert float(jnp.max(jnp.abs(coarse))) <= 1.0
+  vt = models["detail"].init(key, b["source_image"], guidance)
+  residual = models["detail"].apply(vt, b["source_image"], guidance)
+  assert residual.shape == (2, h, w, 3)
+  vd = models["disc_shape"].init(key, coarse, b["target_pose"])
+  scores = models["disc_shape"].apply(vd, coarse, b["target_pose"])
+  m = config.model
+  assert scores.shape == (2, h // 2 ** m.d_downsampling, w // 2 ** m.d_downsampling, m.ndf * 2 ** m.d_downsampling)
+
+
+def test_instance_norm_and_adain_hand_values():
+  x = jnp.array([1.0, 2.0, 3.0, 6.0]).reshape(1, 2, 2, 1)  # mean 3, biased var 3.5
+  expected = (np.array([1, 2, 3, 6]) - 3) / np.sqrt(3.5 + 1e-5)
+  np.testing.assert_allclose(np.asarray(layers.instance_norm(x)).ravel(), expected, rtol=1e-6)
+  out = layers.adain(x, gamma=jnp.array([[2.0]]), beta=jnp.array([[0.5]]))
+  np.testing.assert_allclose(np.asarray(out).ravel(), 2 * expected + 0.5, rtol=1e-6)
+
+
+def test_reflect_conv_matches_explicit_padding():
+  x = jnp.arange(2 * 5 * 4 * 1, dtype=jnp.float32).reshape(2, 5, 4, 1)
+  conv = layers.Conv(1, 3, padding=1)
+  params = conv.init(jax.random.PRNGKey(0), x)
+  k = params["params"]["conv"]["kernel"][:, :, 0, 0]
+  b = params["params"]["conv"]["bias"][0]
+  out = conv.apply(params, x)
+  xp = np.pad(np.asarray(x[0, :, :, 0]), 1, mode="reflect")
+  ref = np.array([[np.sum(xp[i:i + 3, j:j + 3] * np.asarray(k)) + b for j in range(4)] for i in range(5)])
+  np.testing.assert_allclose(np.asarray(out[0, :, :, 0]), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_losses_hand_values():
+  a = jnp.array([[[[1.0, 2.0]]]])  # [1, 1, 1, 2]
+  b = jnp.array([[[[0.0, 4.0]]]])
+  assert float(losses.l1(a, b)) == pytest.approx(1.5)
+  assert float(losses.perceptual({"x": a}, {"x": b})) == pytest.approx(1.5)
+  # Gram of one pixel with features (1, 2): [[1, 2], [2, 4]] / (C·h·w = 2).
+  np.testing.assert_allclose(np.asarray(losses.gram_matrix(a))[0], np.array([[1, 2], [2, 4]]) / 2)
+  # Gram of b: [[0, 0], [0, 16]] / 2; squared Frobenius of the difference: (0.25 + 1 + 1 + 36) = 38.25 → /1.
+  diff = (np.array([[1, 2], [2, 4]]) - np.array([[0, 0], [0, 16]])) / 2
+  assert float(losses.gram_style({"x": a}, {"x": b})) == pytest.approx(np.sum(diff ** 2))
+  assert float(losses.lsgan_generator(jnp.array([0.0, 1.0, 3.0]))) == pytest.approx((1 + 0 + 4) / 3)
+  assert float(losses.lsgan_discriminator(jnp.array([1.0, 0.0]), jnp.array([0.0, 2.0]))) == pytest.approx(
+      0.5 * (0.5 + 2.0))
+
+
+def test_hold_then_linear_decay():
+  lr = optim.hold_then_linear_decay(1e-4, 10, 40)
+  np.testing.assert_allclose([float(lr(s)) for s in (0, 9, 10, 25, 40, 50)],
+                             [1e-4, 1e-4, 1e-4, 5e-5, 0.0, 0.0], rtol=1e-6, atol=1e-12)
+  with pytest.raises(ValueError, match="hold_steps"):
+    optim.hold_then_linear_decay(1e-4, 50, 40)
+
+
+def test_image_size_must_divide():
+  config = deepfashion_drn.get_config("tiny")
+  with pytest.raises(ValueError, match="data.image_size"):
+    drn_train.DRNTrainer(config).init_state(jax.random.PRNGKey(0), (30, 24))
+
+
+def test_one_cycle_updates_every_network_and_is_finite():
+  config = deepfashion_drn.get_config("tiny")
+  trainer = drn_train.DRNTrainer(config)
+  h, w = config.data.image_size
+  state = trainer.init_state(jax.random.PRNGKey(0), (h, w))
+  before = jax.tree.map(np.asarray, state.params)
+  new_state, metrics = jax.jit(trainer.train_step)(state, _random_batch(h, w), _vgg16())
+  for name, value in metrics.items():
+    assert np.isfinite(float(value)), name
+  assert int(new_state.step) == 1
+  for net in drn_train.NETWORKS:
+    flat_before = jax.tree_util.tree_flatten_with_path(before[net])[0]
+    flat_after = dict(jax.tree_util.tree_flatten_with_path(new_state.params[net])[0])
+    for path, old in flat_before:
+      changed = np.any(old != np.asarray(flat_after[path]))
+      # Conv biases directly followed by instance norm get no gradient (IN removes the mean),
+      # in PyTorch too; every kernel and every other bias must move.
+      if path[-1].key == "kernel":
+        assert changed, (net, path)
+  # The discriminators took d_updates=3 steps: their RAdam count says so.
+  counts = [x for x in jax.tree.leaves(new_state.opt_state["disc_shape"]) if x.dtype == jnp.int32]
+  assert int(counts[0]) == config.d_updates
+  counts = [x for x in jax.tree.leaves(new_state.opt_state["pose_branch"]) if x.dtype == jnp.int32]
+  assert int(counts[0]) == 2  # pose branch: once on L_1, once on L_2
+
+
+def test_mixed_precision_losses_close_to_float32():
+  """bfloat16 activations with float32 parameters: every loss within 5% (relative) of float32."""
+  config = deepfashion_drn.get_config("tiny")
+  h, w = config.data.image_size
+  batch = _random_batch(h, w, seed=1)
+  results = {}
+  for dtype in ("float32", "bfloat16"):
+    config.dtype = dtype
+    trainer = drn_train.DRNTrainer(config)
+    state = trainer.init_state(jax.random.PRNGKey(0), (h, w))
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
+    _, metrics = jax.jit(trainer.train_step)(state, batch, _vgg16())
+    results[dtype] = {k: float(v) for k, v in metrics.items()}
+  for key in ("coarse/l1", "coarse/perceptual", "refined/l1", "refined/perceptual", "refined/style",
+              "refined/gan_appearance", "refined/gan_shape", "disc/appearance", "disc/shape"):
+    np.testing.assert_allclose(results["bfloat16"][key], results["float32"][key], rtol=0.05, err_msg=key)
