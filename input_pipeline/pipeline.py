@@ -1,0 +1,261 @@
+"""Grain input pipeline for pose-transfer pairs (no TensorFlow).
+
+Builds batches of (source image, target image, both 18-channel pose heatmaps, both keypoint sets)
+from :class:`input_pipeline.patn_format.PairExample` records, decoding JPEGs and rendering
+heatmaps on the fly (:func:`hpt_jax.pose.keypoints_to_heatmaps`).
+
+Train mode (RATE-Net ``data/keypoint_funit.py``; ARCHITECTURES.md §1.1)::
+
+  MapDataset.source(shard indices).seed(s).shuffle().repeat()      # infinite, reshuffled per epoch
+    .random_map(load + random horizontal flip, p=0.5)               # same flip for P1, P2, BP1, BP2
+    .to_iter_dataset(ReadOptions).batch(B, drop_remainder)          # [+ .mp_prefetch(workers)]
+
+Eval mode: the same without shuffle, repeat and flip (one pass in file order).
+
+Element order and flips are a deterministic function of ``seed`` and ``shard_index``: the
+pipeline-level seed is derived from both, so processes draw independent flips.
+
+Checkpointing the iterator with Orbax (grain 0.2.18 ``grain.checkpoint``; the handler writes
+``process_<i>-of-<n>.json`` holding ``iterator.get_state()``)::
+
+  import orbax.checkpoint as ocp
+  it = iter(create_pair_dataset(...))
+  mngr = ocp.CheckpointManager(directory)
+  mngr.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(train_state),
+      data_iter=grain.checkpoint.CheckpointSave(it)))
+  ...
+  it = iter(create_pair_dataset(...))          # same arguments
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_train_state),
+      data_iter=grain.checkpoint.CheckpointRestore(it)))   # calls it.set_state(...) in place
+  it = restored.data_iter                       # the same object, positioned after `step`
+
+Without Orbax: ``state = it.get_state()`` (a JSON-serialisable dict) and ``it.set_state(state)``
+on a fresh iterator of an identically built dataset.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from absl import flags
+import grain
+import numpy as np
+from PIL import Image
+
+from hpt_jax import pose
+from input_pipeline import patn_format
+
+BATCH_KEYS = ("source_image", "target_image", "source_pose", "target_pose",
+              "source_keypoints", "target_keypoints", "pair_index")
+
+
+def _load_side(path: str, keypoints: np.ndarray, image_size: tuple[int, int],
+               context: str) -> tuple[np.ndarray, np.ndarray]:
+  """Decodes one image (resized to image_size) and maps its keypoints; DataError names the file."""
+  try:
+    image = patn_format.open_image(path)
+  except patn_format.DataError as e:
+    raise patn_format.DataError(path, None, f"{e.message} ({context})") from None
+  stored = (image.height, image.width)
+  if stored != tuple(image_size):
+    image = image.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
+    keypoints = pose.resize_keypoints(keypoints, stored, image_size)
+  return patn_format.image_to_array(image), np.asarray(keypoints, np.float32)
+
+
+def load_examples(data_config: Any, logger: Callable[[str], Any] | None = None,
+                  ) -> list[patn_format.PairExample]:
+  """Loads and checks the pairs named by a ``config.data`` block (configs/deepfashion_drn.py).
+
+  Calls :func:`input_pipeline.patn_format.load_pair_examples` with ``data_config.images``,
+  ``.annotations``, ``.pairs``, ``.keypoint_x_offset`` and ``.skip_bad_examples``. The stored image
+  size is taken from the first image (all must share it); it may differ from
+  ``data_config.image_size``, the size :func:`create_pair_dataset` resizes to.
+
+  Args:
+    data_config: ``ml_collections.ConfigDict`` (or any object) with the fields above.
+    logger: called with one line per message (e.g. ``logging.info``) to report skipped examples
+      and the number loaded; None = silent.
+
+  Returns:
+    the valid pairs, in pairs-file order.
+
+  Raises:
+    patn_format.DataError: naming file and line, for bad data (unless ``skip_bad_examples``) or
+      when no valid pair remains.
+  """
+  examples, report = patn_format.load_pair_examples(
+      data_config.images, data_config.annotations, data_config.pairs, image_size=None,
+      keypoint_x_offset=data_config.keypoint_x_offset,
+      skip_bad=data_config.skip_bad_examples)
+  if logger is not None:
+    if report.total or report.skipped_pairs:
+      logger(f"{data_config.pairs}: {report.summary()}")
+      for message in report.messages:
+        logger(f"  {message}")
+    logger(f"{data_config.pairs}: {len(examples)} valid pairs")
+  return examples
+
+
+class _PairLoader:
+  """Turns an index into ``examples`` into one unbatched element (see create_pair_dataset)."""
+
+  def __init__(self, examples: Sequence[patn_format.PairExample], image_size: tuple[int, int],
+               sigma: float):
+    self._examples = list(examples)
+    self._image_size = tuple(int(s) for s in image_size)
+    self._sigma = float(sigma)
+
+  def load(self, index: int, flip: bool) -> dict[str, np.ndarray]:
+    example = self._examples[index]
+    context = f"pair on line {example.row} of the pairs file"
+    source_image, source_kp = _load_side(example.source_path, example.source_keypoints,
+                                         self._image_size, context)
+    target_image, target_kp = _load_side(example.target_path, example.target_keypoints,
+                                         self._image_size, context)
+    height, width = self._image_size
+    if flip:
+      source_image = np.ascontiguousarray(source_image[:, ::-1])
+      target_image = np.ascontiguousarray(target_image[:, ::-1])
+      source_kp = pose.flip_keypoints(source_kp, width)
+      target_kp = pose.flip_keypoints(target_kp, width)
+    heatmaps = pose.keypoints_to_heatmaps(np.stack([source_kp, target_kp]), height, width,
+                                          self._sigma)
+    return {
+        "source_image": source_image,
+        "target_image": target_image,
+        "source_pose": heatmaps[0],
+        "target_pose": heatmaps[1],
+        "source_keypoints": source_kp,
+        "target_keypoints": target_kp,
+        "pair_index": np.int32(index),
+    }
+
+
+class _Load(grain.transforms.Map):
+  """Loads a pair without flipping (eval, or train with flip=False)."""
+
+  def __init__(self, loader: _PairLoader):
+    self._loader = loader
+
+  def map(self, element: int) -> dict[str, np.ndarray]:
+    return self._loader.load(int(element), flip=False)
+
+
+class _LoadRandomFlip(grain.transforms.RandomMap):
+  """Loads a pair and flips all four inputs together with probability 0.5."""
+
+  def __init__(self, loader: _PairLoader):
+    self._loader = loader
+
+  def random_map(self, element: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return self._loader.load(int(element), flip=bool(rng.random() < 0.5))
+
+
+def create_pair_dataset(examples: Sequence[patn_format.PairExample], *,
+                        image_size: tuple[int, int], sigma: float, batch_size: int, seed: int,
+                        train: bool, flip: bool, shard_index: int = 0, shard_count: int = 1,
+                        num_workers: int = 0, drop_remainder: bool = True,
+                        read_threads: int = 4) -> grain.IterDataset:
+  """Builds the grain pipeline of batched pose-transfer pairs.
+
+  Each element of the returned dataset is a dict of numpy arrays (B = ``batch_size``, (H, W) =
+  ``image_size``):
+
+  * ``source_image``, ``target_image``: float32 ``[B, H, W, 3]`` in ``[-1, 1]`` (``x/127.5 - 1``).
+  * ``source_pose``, ``target_pose``: float32 ``[B, H, W, 18]`` Gaussian heatmaps in ``[0, 1]``
+    (:func:`hpt_jax.pose.keypoints_to_heatmaps`, ``sigma`` pixels).
+  * ``source_keypoints``, ``target_keypoints``: float32 ``[B, 18, 2]`` (y, x) pixels of the
+    ``image_size`` image, -1 = missing; flipped together with the images.
+  * ``pair_index``: int32 ``[B]``, index into ``examples``.
+
+  Stored images of another size are resized (PIL bilinear) and their keypoints mapped with
+  :func:`hpt_jax.pose.resize_keypoints`. In train mode the order is shuffled (reshuffled every
+  epoch) and repeated forever; with ``flip`` each pair is mirrored with probability 0.5, the same
+  flip applied to both images and both keypoint sets with the left/right joint swap (RATE-Net
+  ``data/keypoint_funit.py``; ARCHITECTURES.md §1.1). Eval mode reads its shard once in order.
+
+  Args:
+    examples: pairs from :func:`input_pipeline.patn_format.load_pair_examples`.
+    image_size: (H, W) of the output images in pixels.
+    sigma: heatmap Gaussian std in pixels of the output image.
+    batch_size: per-process batch size B (> 0).
+    seed: pipeline seed (shuffle order and flips); combined with ``shard_index``.
+    train: True = shuffle + repeat + optional flip; False = one ordered pass.
+    flip: random horizontal flip (train mode only; ignored in eval mode).
+    shard_index: this process's shard, in ``[0, shard_count)``; it reads
+      ``examples[shard_index::shard_count]``.
+    shard_count: number of shards (processes).
+    num_workers: > 0: grain multiprocessing prefetch with that many worker processes; 0 keeps
+      everything in this process (with ``read_threads`` threads).
+    drop_remainder: drop the last incomplete batch (only matters in eval mode; use False there).
+    read_threads: threads decoding elements in each process (grain ``ReadOptions.num_threads``).
+
+  Returns:
+    a ``grain.IterDataset``; ``iter()`` of it gives a ``grain.DatasetIterator`` with
+    ``get_state()``/``set_state()`` (see the module docstring for Orbax checkpointing).
+
+  Raises:
+    ValueError: bad batch_size/shard arguments, or an empty shard.
+    patn_format.DataError: (while iterating) an image that fails to decode, naming the file.
+  """
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}")
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index}, {shard_count}")
+  if num_workers < 0:
+    raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+  indices = np.arange(len(examples), dtype=np.int64)[shard_index::shard_count]
+  if len(indices) == 0:
+    raise ValueError(f"shard {shard_index} of {shard_count} of {len(examples)} examples is empty")
+
+  loader = _PairLoader(examples, image_size, sigma)
+  ds = grain.MapDataset.source(indices)
+  if train:
+    shard_seed = int(np.random.SeedSequence([seed, shard_index]).generate_state(1)[0])
+    ds = ds.seed(shard_seed).shuffle().repeat()
+  if train and flip:
+    ds = ds.random_map(_LoadRandomFlip(loader))
+  else:
+    ds = ds.map(_Load(loader))
+  # Elements are large (~4 MB at 256×176), so keep grain's read-ahead buffer small.
+  read_options = grain.ReadOptions(num_threads=read_threads,
+                                   prefetch_buffer_size=max(2 * batch_size, read_threads))
+  ids = ds.to_iter_dataset(read_options).batch(batch_size, drop_remainder=drop_remainder)
+  if num_workers > 0:
+    # grain reads absl flags when starting workers; outside an absl app (pytest, notebooks) they
+    # are unparsed, so take the defaults (as grain's own tests do). An absl app has parsed them.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    ids = ids.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return ids
+
+
+def pipeline_throughput(dataset_iter: Iterator[dict[str, Any]], num_batches: int,
+                        warmup_batches: int = 1) -> float:
+  """Measures how fast an iterator of batches delivers pairs.
+
+  Args:
+    dataset_iter: iterator over batches from :func:`create_pair_dataset` (consumed).
+    num_batches: batches timed (> 0), after ``warmup_batches`` untimed ones.
+    warmup_batches: batches drawn first and not timed (start-up, worker spawn).
+
+  Returns:
+    pairs per second (float), counting ``len(batch['pair_index'])`` per batch, wall clock.
+
+  Raises:
+    ValueError: num_batches <= 0. StopIteration: the iterator ran out.
+  """
+  if num_batches <= 0:
+    raise ValueError(f"num_batches must be positive, got {num_batches}")
+  for _ in range(warmup_batches):
+    next(dataset_iter)
+  pairs = 0
+  start = time.perf_counter()
+  for _ in range(num_batches):
+    pairs += len(next(dataset_iter)["pair_index"])
+  return pairs / (time.perf_counter() - start)
