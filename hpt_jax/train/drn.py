@@ -1,0 +1,384 @@
+"""DRN train state and the pure 1-1-3 training cycle (DRN paper ``003`` §IV-C, Algorithm 1).
+
+One call of :meth:`DRNTrainer.train_step` is one cycle on one batch:
+
+1. **Pose branch.** G_P forward, L_1 = λ_recon·L1 + λ_per·L_per on the coarse output Ĩ_c
+   (Eq. 5), one update of G_P.
+2. **Both branches.** G_P (with its new weights) and G_T are run again — a recompute, as the
+   paper's Algorithm 1 writes it (the reference code reuses the stale forward of step 1) — and
+   L_2 = λ_recon·L1 + λ_per·L_per + λ_sty·L_sty + λ_GAN·L_GAN (Eq. 7) on the refined output
+   Ĩ_t = Ĩ_c + R_t updates G_P and G_T.
+3. **Discriminators.** ``d_updates`` (K = 3) updates of D_A and D_S on this batch's detached Ĩ_t
+   from step 2. Algorithm 1 draws a new batch for each of the K updates; we reuse the batch as the
+   reference code does (``RATE_NET.train_one_step``), which keeps one step = one batch and lets
+   the D updates reuse the generator's forward pass.
+
+Loss weights default to the paper's (λ_GAN, λ_per, λ_recon, λ_sty) = (1, 5, 10, 5), §V. The
+reference code uses λ_GAN = 5, a Wasserstein feature loss instead of L_per/L_sty, and an image
+pool of 50 for the discriminators; we follow the paper and use no pool.
+
+The step is a pure function of ``(state, batch, perceptual_params)``; jit it with the state
+donated. Under ``jax.jit`` with the batch sharded over a ``'data'`` mesh axis and the state
+replicated, the gradient all-reduce is inserted by the compiler (:mod:`hpt_jax.train.loop`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from hpt_jax import losses
+from hpt_jax.models import drn
+from hpt_jax.models.vgg import VGG
+from hpt_jax.train import optim
+
+NETWORKS = ("pose_branch", "detail", "disc_appearance", "disc_shape")
+GENERATORS = ("pose_branch", "detail")
+DISCRIMINATORS = ("disc_appearance", "disc_shape")
+
+
+@flax.struct.dataclass
+class DRNState:
+  """Everything a DRN run needs to continue, as one pytree (saved whole by Orbax).
+
+  Attributes:
+    step: int32 scalar, completed 1-1-3 cycles.
+    params: ``{network: params}`` for ``NETWORKS``; float32.
+    opt_state: ``{network: optax state}`` (RAdam moments and counts).
+    rng: uint32 [2] root PRNG key; each cycle uses ``fold_in(rng, step)`` so a resumed run draws
+      the same dropout masks as an uninterrupted one.
+  """
+
+  step: jax.Array
+  params: dict[str, Any]
+  opt_state: dict[str, Any]
+  rng: jax.Array
+
+
+def _global_norm(tree) -> jax.Array:
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+def compute_dtype(config) -> Any:
+  """``config.dtype`` ('float32' | 'bfloat16') → jnp dtype. Raises ValueError naming the field."""
+  if config.dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"config.dtype={config.dtype!r}: expected 'float32' or 'bfloat16'")
+  return jnp.dtype(config.dtype)
+
+
+class DRNTrainer:
+  """Builds the DRN networks, the optimiser and the pure step functions from a config.
+
+  Args:
+    config: the resolved ``configs/deepfashion_drn.py`` config (fields ``model``, ``loss``,
+      ``optimizer``, ``perceptual``, ``dtype``, ``d_updates``, ``total_steps``).
+  """
+
+  def __init__(self, config):
+    self.config = config
+    dtype = compute_dtype(config)
+    self.models = drn.build_models(config.model, dtype)
+    self.vgg = VGG(arch=config.perceptual.network, taps=tuple(config.perceptual.taps), dtype=dtype)
+    o = config.optimizer
+    self.tx = optim.radam_decoupled(o.b1, o.b2, o.eps, o.weight_decay)
+    self.lr_fn = optim.hold_then_linear_decay(o.learning_rate, o.hold_steps, config.total_steps)
+    self.loss_weights = config.loss
+
+  # ------------------------------------------------------------------ init
+  def init_state(self, rng: jax.Array, image_shape: tuple[int, int]) -> DRNState:
+    """Initialises all four networks and their optimiser states.
+
+    Args:
+      rng: PRNG key (uint32 [2]).
+      image_shape: (H, W) of the training images; both divisible by 2**model.n_downsampling.
+
+    Raises:
+      ValueError: H or W not divisible by 2**n_downsampling (names ``data.image_size``).
+    """
+    h, w = image_shape
+    n = self.config.model.n_downsampling
+    if h % 2 ** n or w % 2 ** n:
+      raise ValueError(f"data.image_size={tuple(image_shape)} must be divisible by 2**model.n_downsampling="
+                       f"{2 ** n} (the pose branch down-samples {n} times)")
+    img = jnp.zeros((1, h, w, 3), jnp.float32)
+    pose = jnp.zeros((1, h, w, 18), jnp.float32)
+    keys = dict(zip(NETWORKS, jax.random.split(rng, len(NETWORKS) + 1)[:4]))
+    m = self.models
+    params = {
+        "pose_branch": m["pose_branch"].init(keys["pose_branch"], img, pose, pose)["params"],
+    }
+    guidance = jnp.zeros((1, h // 2 ** n, w // 2 ** n, self.config.model.ngf * 2 ** n), jnp.float32)
+    params["detail"] = m["detail"].init(keys["detail"], img, guidance)["params"]
+    params["disc_appearance"] = m["disc_appearance"].init(keys["disc_appearance"], img, img)["params"]
+    params["disc_shape"] = m["disc_shape"].init(keys["disc_shape"], img, pose)["params"]
+    opt_state = {k: self.tx.init(v) for k, v in params.items()}
+    return DRNState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
+                    rng=jax.random.split(rng, 5)[4])
+
+  # --------------------------------------------------------------- forward
+  def _pose_branch(self, params, batch, deterministic, rng):
+    return self.models["pose_branch"].apply(
+        {"params": params}, batch["source_image"], batch["source_pose"], batch["target_pose"],
+        deterministic, rngs=None if deterministic else {"dropout": rng})
+
+  def _detail(self, params, batch, guidance):
+    return self.models["detail"].apply({"params": params}, batch["source_image"], guidance)
+
+  def _disc(self, name, params, image, batch, deterministic, rng):
+    condition = batch["source_image"] if name == "disc_appearance" else batch["target_pose"]
+    return self.models[name].apply({"params": params}, image, condition, deterministic,
+                                   rngs=None if deterministic else {"dropout": rng})
+
+  def _features(self, vgg_params, images):
+    return self.vgg.apply({"params": vgg_params}, images)
+
+  def generate(self, params, batch) -> dict[str, jax.Array]:
+    """Deterministic inference (dropout off).
+
+    Args:
+      params: ``state.params`` (only the generators are used).
+      batch: dict with ``source_image`` [B, H, W, 3], ``source_pose``/``target_pose`` [B, H, W, 18].
+
+    Returns:
+      ``{'coarse': Ĩ_c, 'residual': R_t, 'refined': Ĩ_t}``, each [B, H, W, 3] float32; coarse and
+      residual in [-1, 1], refined = coarse + residual (not clipped, as the reference).
+    """
+    guidance, coarse = self._pose_branch(params["pose_branch"], batch, True, None)
+    residual = self._detail(params["detail"], batch, guidance)
+    return {"coarse": coarse, "residual": residual, "refined": coarse + residual}
+
+  # ------------------------------------------------------------------ step
+  def train_step(self, state: DRNState, batch: dict[str, jax.Array], vgg_params) -> tuple[DRNState, dict]:
+    """One 1-1-3 cycle (module docstring). Pure; jit with ``donate_argnums=0``.
+
+    Args:
+      state: :class:`DRNState`.
+      batch: ``source_image``/``target_image`` [B, H, W, 3] in [-1, 1], ``source_pose``/
+        ``target_pose`` [B, H, W, 18] in [0, 1] (other keys are ignored).
+      vgg_params: frozen perceptual-network parameters.
+
+    Returns:
+      ``(new_state, metrics)``; metrics are float32 scalars: every loss term, the learning rate and
+      the gradient norm of every update.
+    """
+    w = self.loss_weights
+    lr = self.lr_fn(state.step)
+    rng = jax.random.fold_in(state.rng, state.step)
+    k_coarse, k_refined, k_gan_a, k_gan_s, k_disc = jax.random.split(rng, 5)
+    target = batch["target_image"]
+    target_features = jax.lax.stop_gradient(self._features(vgg_params, target))
+    params, opt_state = dict(state.params), dict(state.opt_state)
+    metrics = {"lr": lr}
+
+    # (1) Pose-transfer branch on L_1 (Eq. 5) of the coarse output.
+    def coarse_loss(p_pose):
+      _, coarse = self._pose_branch(p_pose, batch, False, k_coarse)
+      l1 = losses.l1(coarse, target)
+      per = losses.perceptual(self._features(vgg_params, coarse), target_features)
+      total = w.l1 * l1 + w.perceptual * per
+      return total, {"coarse/l1": l1, "coarse/perceptual": per, "coarse/total": total}
+
+    grads, aux = jax.grad(coarse_loss, has_aux=True)(params["pose_branch"])
+    metrics.update(aux)
+    metrics["grad_norm/pose_branch_coarse"] = _global_norm(grads)
+    updates, opt_state["pose_branch"] = self.tx.update(grads, opt_state["pose_branch"], params["pose_branch"])
+    params["pose_branch"] = optim.apply_updates(params["pose_branch"], updates, lr)
+
+    # (2) Both branches on L_2 (Eq. 7) of the refined output; discriminators fixed.
+    def refined_loss(gen_params):
+      guidance, coarse = self._pose_branch(gen_params["pose_branch"], batch, False, k_refined)
+      refined = coarse + self._detail(gen_params["detail"], batch, guidance)
+      feats = self._features(vgg_params, refined)
+      l1 = losses.l1(refined, target)
+      per = losses.perceptual(feats, target_features)
+      sty = losses.gram_style(feats, target_features)
+      gan_a = losses.lsgan_generator(self._disc("disc_appearance", params["disc_appearance"], refined, batch,
+                                                False, k_gan_a))
+      gan_s = losses.lsgan_generator(self._disc("disc_shape", params["disc_shape"], refined, batch, False, k_gan_s))
+      total = w.l1 * l1 + w.perceptual * per + w.style * sty + w.gan * (gan_a + gan_s)
+      aux = {"refined/l1": l1, "refined/perceptual": per, "refined/style": sty,
+             "refined/gan_appearance": gan_a, "refined/gan_shape": gan_s, "refined/total": total}
+      return total, (aux, refined)
+
+    gen_params = {k: params[k] for k in GENERATORS}
+    grads, (aux, refined) = jax.grad(refined_loss, has_aux=True)(gen_params)
+    metrics.update(aux)
+    for k in GENERATORS:
+      metrics[f"grad_norm/{k}"] = _global_norm(grads[k])
+      updates, opt_state[k] = self.tx.update(grads[k], opt_state[k], params[k])
+      params[k] = optim.apply_updates(params[k], updates, lr)
+
+    # (3) K discriminator updates on the detached refined output of this batch.
+    fake = jax.lax.stop_gradient(refined)
+
+    def disc_loss(d_params, key):
+      out = {}
+      total = jnp.zeros((), jnp.float32)
+      for i, name in enumerate(DISCRIMINATORS):
+        k_real, k_fake = jax.random.split(jax.random.fold_in(key, i))
+        real = self._disc(name, d_params[name], target, batch, False, k_real)
+        fake_scores = self._disc(name, d_params[name], fake, batch, False, k_fake)
+        out[name] = losses.lsgan_discriminator(real, fake_scores)
+        total = total + out[name]
+      return total, out
+
+    def disc_update(carry, key):
+      d_params, d_opt = carry
+      grads, d_losses = jax.grad(disc_loss, has_aux=True)(d_params, key)
+      new_params, new_opt = {}, {}
+      for name in DISCRIMINATORS:
+        updates, new_opt[name] = self.tx.update(grads[name], d_opt[name], d_params[name])
+        new_params[name] = optim.apply_updates(d_params[name], updates, lr)
+      norms = {name: _global_norm(grads[name]) for name in DISCRIMINATORS}
+      return (new_params, new_opt), (d_losses, norms)
+
+    keys = jax.random.split(k_disc, self.config.d_updates)
+    (d_params, d_opt), (d_losses, d_norms) = jax.lax.scan(
+        disc_update, ({k: params[k] for k in DISCRIMINATORS}, {k: opt_state[k] for k in DISCRIMINATORS}), keys)
+    for name in DISCRIMINATORS:
+      params[name], opt_state[name] = d_params[name], d_opt[name]
+      metrics[f"disc/{name.removeprefix('disc_')}"] = jnp.mean(d_losses[name])
+      metrics[f"grad_norm/{name}"] = jnp.mean(d_norms[name])
+
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, metrics
+
+
+def count_params(tree) -> int:
+  """Number of scalar parameters in a pytree."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+# ---------------------------------------------------------------- driver
+def load_perceptual_params(config):
+  """Perceptual-network parameters for ``config.perceptual`` (stops before training if missing).
+
+  Raises:
+    hpt_jax.weights.WeightsNotFoundError: requested weights not found (the message names every
+      location looked at and the alternatives).
+  """
+  from hpt_jax import weights
+  p = config.perceptual
+  if p.random_init:
+    return weights.random_vgg_params(p.network, jax.random.PRNGKey(0), tuple(p.taps))
+  return weights.load_vgg_params(p.network, p.weights_path or None, taps=tuple(p.taps))
+
+
+def sample_columns(trainer: "DRNTrainer", generate_fn, params, batch) -> list[np.ndarray]:
+  """The sample-grid columns: source | target pose | coarse | refined | ground truth ([B, H, W, 3] each)."""
+  from hpt_jax.train import loop
+  out = jax.device_get(generate_fn(params, batch))
+  host = jax.device_get(batch)
+  return [host["source_image"], loop.pose_to_rgb(host["target_pose"]), out["coarse"],
+          np.clip(out["refined"], -1, 1), host["target_image"]]
+
+
+def train_and_evaluate(config, workdir: str) -> DRNState:
+  """Trains the DRN for ``config.total_steps`` cycles, resuming from ``workdir`` if it has checkpoints.
+
+  Workdir layout: ``checkpoints/drn/<step>/`` (Orbax: state + data-iterator state), TensorBoard
+  events at the top, ``samples/step_<N>.png``, ``config.json``.
+
+  Raises:
+    input_pipeline.patn_format.DataError: bad data (names the file and row).
+    hpt_jax.weights.WeightsNotFoundError: perceptual weights missing.
+    hpt_jax.train.loop.NonFiniteLossError: a loss became NaN/Inf (names it and the step).
+  """
+  from input_pipeline import pipeline
+  from hpt_jax.train import loop
+
+  os.makedirs(workdir, exist_ok=True)
+  mesh = loop.make_mesh()
+  local_batch = loop.per_process_batch_size(config.batch_size, mesh)
+  image_size = tuple(config.data.image_size)
+
+  train_examples = pipeline.load_examples(config.data, logger=logging.info)
+  eval_examples = pipeline.load_examples(config.eval_data, logger=logging.info)
+  vgg_params = load_perceptual_params(config)
+
+  trainer = DRNTrainer(config)
+  rep = loop.replicated(mesh)
+  init_fn = jax.jit(trainer.init_state, static_argnums=1, out_shardings=rep)
+  state = init_fn(jax.random.PRNGKey(config.seed), image_size)
+  vgg_params = jax.device_put(vgg_params, rep)
+  logging.info("parameters: %s", {k: f"{count_params(v) / 1e6:.2f}M" for k, v in state.params.items()})
+
+  dataset = pipeline.create_pair_dataset(
+      train_examples, image_size=image_size, sigma=config.pose.sigma, batch_size=local_batch,
+      seed=config.seed, train=True, flip=config.data.flip, shard_index=jax.process_index(),
+      shard_count=jax.process_count(), num_workers=config.data.num_workers)
+  train_iter = iter(dataset)
+
+  ckpt = loop.StageCheckpointer(os.path.join(workdir, "checkpoints", config.model_name),
+                                config.keep_checkpoints)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state, train_iter)
+    logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
+  start = int(state.step)
+
+  writer = loop.create_writer(workdir)
+  loop.write_config_json(workdir, config)
+  if start == 0:
+    writer.write_hparams({k: v for k, v in _flat(config).items()})
+  progress = loop.create_progress(config.total_steps, writer)
+
+  step_fn = jax.jit(trainer.train_step, donate_argnums=0, out_shardings=(rep, rep))
+  generate_fn = jax.jit(trainer.generate)
+  sample_n = min(4, len(eval_examples))
+  sample_ds = pipeline.create_pair_dataset(
+      eval_examples[:sample_n], image_size=image_size, sigma=config.pose.sigma, batch_size=sample_n,
+      seed=config.seed, train=False, flip=False, drop_remainder=False)
+  sample_batch = jax.device_put(_model_inputs(next(iter(sample_ds))), rep)
+
+  step = start
+  try:
+    while step < config.total_steps:
+      batch = loop.shard_batch(_model_inputs(next(train_iter)), mesh)
+      state, metrics = step_fn(state, batch, vgg_params)
+      step += 1
+      scalars = loop.host_scalars(metrics)
+      loop.check_finite(scalars, step)
+      if progress is not None:
+        progress(step)
+      if step % config.log_every_steps == 0 or step == config.total_steps:
+        writer.write_scalars(step, scalars)
+      if step % config.sample_every_steps == 0 or step == config.total_steps:
+        grid = loop.image_grid(sample_columns(trainer, generate_fn, state.params, sample_batch))
+        loop.save_png(os.path.join(workdir, "samples", f"step_{step}.png"), grid)
+        writer.write_images(step, {"samples/source|pose|coarse|refined|target": grid[None]})
+      if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
+        ckpt.save(step, state, train_iter)
+      writer.flush()
+  except KeyboardInterrupt:
+    if int(state.step) > start and ckpt.latest_step() != int(state.step):
+      logging.warning("interrupted at step %d: saving a checkpoint before exiting", int(state.step))
+      ckpt.save(int(state.step), state, train_iter)
+    raise
+  finally:
+    ckpt.close()
+    writer.close()
+  return state
+
+
+_MODEL_KEYS = ("source_image", "target_image", "source_pose", "target_pose")
+
+
+def _model_inputs(batch: dict) -> dict:
+  """The batch keys the DRN step consumes (keypoints and indices stay on the host)."""
+  return {k: batch[k] for k in _MODEL_KEYS}
+
+
+def _flat(config, prefix="") -> dict:
+  out = {}
+  for k, v in config.items():
+    if hasattr(v, "items"):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+  return out

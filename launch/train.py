@@ -1,0 +1,43 @@
+r"""Trains a pose-transfer model: ``python launch/train.py --config=configs/deepfashion_drn.py --workdir=DIR``.
+
+Flags:
+  --config   an ml_collections config file, optionally ``file.py:preset``; any field can be
+             overridden, e.g. ``--config.batch_size=16 --config.model.ngf=32``.
+  --workdir  run folder: checkpoints, TensorBoard events, samples and config.json. A rerun with
+             the same workdir resumes from its latest checkpoint.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, events, samples).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+TRAINERS = {
+    "drn": "hpt_jax.train.drn",
+}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from hpt_jax.train import loop
+  loop.quiet_library_logs()
+  loop.maybe_initialize_distributed()
+  config = _CONFIG.value
+  if config.model_name not in TRAINERS:
+    raise app.UsageError(f"config.model_name={config.model_name!r}: expected one of {sorted(TRAINERS)}")
+  import importlib
+  module = importlib.import_module(TRAINERS[config.model_name])
+  logging.info("training %s in %s", config.model_name, _WORKDIR.value)
+  module.train_and_evaluate(config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
