@@ -6,7 +6,7 @@ Presets (``--config=configs/deepfashion_drn.py:PRESET``):
   parameters), 256×176, batch 8 (the reference run's), 40K cycles with the rate held for 10K
   (DRN §V; RATE-Net §5: 40K cycles = 200K updates). Needs a GPU/TPU.
 * ``cpu`` — a reduced preset for 2 CPU cores: images resized to 64×44, 2 down-samplings, ngf 16,
-  4 PAT blocks, ndf 16, batch 4, 300 cycles, VGG taps up to relu3_1 (≈39 GFLOP per cycle).
+  4 PAT blocks, ndf 16, batch 4, 500 cycles, VGG taps up to relu3_1 (≈39 GFLOP per cycle, ≈1.3 s on 2 cores).
   The README's main-job command uses it.
 * ``tiny`` — for tests: images resized to 32×24, ngf 4, 1 PAT block, batch 2.
 * ``benchmark`` — the issue-6 workload: paper size, global batch 16, bfloat16, VGG-19 taps.
@@ -77,6 +77,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
 
   config.loss = ml_collections.ConfigDict(dict(
       l1=10.0, perceptual=5.0, style=5.0, gan=1.0,   # (λ_recon, λ_per, λ_sty, λ_GAN), DRN §V
+      style_normalization="entries",  # Eq. 8 is ambiguous: 'entries' | 'frobenius' | 'chw' (hpt_jax/losses.py)
   ))
 
   config.perceptual = ml_collections.ConfigDict(dict(
@@ -99,12 +100,12 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     pass
   elif preset == "cpu":
     config.batch_size = 4
-    config.total_steps = 300
+    config.total_steps = 500
     config.log_every_steps = 10
     config.checkpoint_every_steps = 100
     config.sample_every_steps = 100
     config.optimizer.learning_rate = 2e-4
-    config.optimizer.hold_steps = 200
+    config.optimizer.hold_steps = 300
     for d in (config.data, config.eval_data):
       d.image_size = (64, 44)
     config.pose.sigma = 1.5

@@ -36,7 +36,15 @@ def main(argv):
   import importlib
   module = importlib.import_module(TRAINERS[config.model_name])
   logging.info("training %s in %s", config.model_name, _WORKDIR.value)
-  module.train_and_evaluate(config, _WORKDIR.value)
+  from input_pipeline.patn_format import DataError
+  from hpt_jax.weights import WeightsError, WeightsNotFoundError
+  try:
+    module.train_and_evaluate(config, _WORKDIR.value)
+  except (DataError, WeightsError, WeightsNotFoundError, loop.NonFiniteLossError) as e:
+    # Errors about the user's data, weights or a diverged run: the message says what and where.
+    logging.error("%s: %s", type(e).__name__, e)
+    print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

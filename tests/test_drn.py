@@ -101,9 +101,13 @@ def test_losses_hand_values():
   assert float(losses.perceptual({"x": a}, {"x": b})) == pytest.approx(1.5)
   # Gram of one pixel with features (1, 2): [[1, 2], [2, 4]] / (C·h·w = 2).
   np.testing.assert_allclose(np.asarray(losses.gram_matrix(a))[0], np.array([[1, 2], [2, 4]]) / 2)
-  # Gram of b: [[0, 0], [0, 16]] / 2; squared Frobenius of the difference: (0.25 + 1 + 1 + 36) = 38.25 → /1.
-  diff = (np.array([[1, 2], [2, 4]]) - np.array([[0, 0], [0, 16]])) / 2
-  assert float(losses.gram_style({"x": a}, {"x": b})) == pytest.approx(np.sum(diff ** 2))
+  # Gram of b: [[0, 0], [0, 16]] / 2; difference [[0.5, 1], [1, -6]]; mean of squares over 4 entries.
+  frobenius = 0.25 + 1 + 1 + 36
+  assert float(losses.gram_style({"x": a}, {"x": b})) == pytest.approx(frobenius / 4)   # C² = 4 entries
+  assert float(losses.gram_style({"x": a}, {"x": b}, "frobenius")) == pytest.approx(frobenius)
+  assert float(losses.gram_style({"x": a}, {"x": b}, "chw")) == pytest.approx(frobenius / 2)  # C·h·w = 2
+  with pytest.raises(ValueError, match="style_normalization"):
+    losses.gram_style({"x": a}, {"x": b}, "sum")
   assert float(losses.lsgan_generator(jnp.array([0.0, 1.0, 3.0]))) == pytest.approx((1 + 0 + 4) / 3)
   assert float(losses.lsgan_discriminator(jnp.array([1.0, 0.0]), jnp.array([0.0, 2.0]))) == pytest.approx(
       0.5 * (0.5 + 2.0))
