@@ -6,7 +6,7 @@ Presets (``--config=configs/deepfashion_drn.py:PRESET``):
   parameters), 256×176, batch 8 (the reference run's), 40K cycles with the rate held for 10K
   (DRN §V; RATE-Net §5: 40K cycles = 200K updates). Needs a GPU/TPU.
 * ``cpu`` — a reduced preset for 2 CPU cores: images resized to 64×44, 2 down-samplings, ngf 16,
-  4 PAT blocks, ndf 16, batch 4, 500 cycles, VGG taps up to relu3_1 (≈39 GFLOP per cycle, ≈1.3 s on 2 cores).
+  4 PAT blocks, ndf 16, batch 4, 500 cycles, VGG taps up to relu3_1 (≈52 GFLOP per cycle as XLA counts it, ≈1.3 s on 2 cores).
   The README's main-job command uses it.
 * ``tiny`` — for tests: images resized to 32×24, ngf 4, 1 PAT block, batch 2.
 * ``benchmark`` — the issue-6 workload: paper size, global batch 16, bfloat16, VGG-19 taps.
