@@ -53,7 +53,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.log_every_steps = 50
   config.checkpoint_every_steps = 1000
   config.sample_every_steps = 500
-  config.eval_every_steps = 0        # 0 = off (see launch/evaluate.py)
+  config.eval_every_steps = 1000     # cheap eval metrics (SSIM, L1) to TensorBoard; 0 = off
   config.keep_checkpoints = 3
   config.dtype = "float32"           # or 'bfloat16' (mixed precision; parameters stay float32)
 
@@ -104,6 +104,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     config.log_every_steps = 10
     config.checkpoint_every_steps = 100
     config.sample_every_steps = 100
+    config.eval_every_steps = 100
     config.optimizer.learning_rate = 2e-4
     config.optimizer.hold_steps = 300
     for d in (config.data, config.eval_data):
@@ -117,6 +118,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     config.log_every_steps = 1
     config.checkpoint_every_steps = 2
     config.sample_every_steps = 2
+    config.eval_every_steps = 0
     config.optimizer.hold_steps = 2
     for d in (config.data, config.eval_data):
       d.image_size = (32, 24)

@@ -23,6 +23,7 @@ def _tiny(total_steps, **overrides):
   config.log_every_steps = 1
   config.checkpoint_every_steps = 2
   config.sample_every_steps = 100
+  config.eval_every_steps = 0
   for k, v in overrides.items():
     config[k] = v
   return config
@@ -83,11 +84,18 @@ def test_cli_runs_end_to_end(tmp_path):
   cmd = [sys.executable, os.path.join(REPO, "launch", "train.py"),
          "--config=" + os.path.join(REPO, "configs", "deepfashion_drn.py") + ":tiny",
          f"--workdir={workdir}", "--config.total_steps=2", "--config.sample_every_steps=2",
-         "--config.checkpoint_every_steps=2"]
+         "--config.checkpoint_every_steps=2", "--config.eval_every_steps=2"]
   result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
   assert result.returncode == 0, result.stderr[-3000:]
   assert os.path.isdir(workdir / "checkpoints" / "drn" / "2" / "state")
-  assert glob.glob(str(workdir / "events.out.tfevents.*"))
+  [events] = glob.glob(str(workdir / "events.out.tfevents.*"))
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(events, size_guidance={"tensors": 0})
+  acc.Reload()
+  tags = set(acc.Tags()["tensors"])
+  for tag in ("coarse/l1", "refined/l1", "refined/style", "disc/shape", "lr", "grad_norm/detail",
+              "eval/ssim_plain", "eval/l1_coarse"):
+    assert tag in tags, (tag, sorted(tags))
   assert (workdir / "samples" / "step_2.png").is_file()
   payload = json.loads((workdir / "config.json").read_text())
   assert payload["config"]["total_steps"] == 2          # the override is recorded

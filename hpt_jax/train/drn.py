@@ -341,6 +341,11 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
       seed=config.seed, train=False, flip=False, drop_remainder=False)
   sample_batch = jax.device_put(_model_inputs(next(iter(sample_ds))), rep)
 
+  eval_batches = None
+  if config.eval_every_steps:
+    from hpt_jax import evaluation
+    eval_batches = evaluation.training_eval_batches(config)
+
   step = start
   try:
     while step < config.total_steps:
@@ -357,6 +362,8 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
         grid = loop.image_grid(sample_columns(trainer, generate_fn, state.params, sample_batch))
         loop.save_png(os.path.join(workdir, "samples", f"step_{step}.png"), grid)
         writer.write_images(step, {"samples/source|pose|coarse|refined|target": grid[None]})
+      if eval_batches is not None and (step % config.eval_every_steps == 0 or step == config.total_steps):
+        writer.write_scalars(step, evaluation.cheap_metrics(trainer, state.params, eval_batches))
       if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
         ckpt.save(step, state, train_iter)
       writer.flush()
