@@ -54,6 +54,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from hpt_jax.train import loop
+from hpt_jax.train.drn import MODEL_KEYS
+
 ROWS = ("model (refined)", "coarse (G_P only)", "source copied", "ground truth")
 #: metrics.json key -> Markdown column header (arrows: which direction is better).
 COLUMNS = {
@@ -103,16 +106,6 @@ def _checkpoint_steps(directory: str) -> list[int]:
                 if d.isdigit() and os.path.isdir(os.path.join(directory, d)))
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 #: Config fields that must equal the training run's for the checkpoint to mean anything.
 _MUST_MATCH = ("model.", "data.image_size", "pose.sigma", "model_name")
 
@@ -125,8 +118,8 @@ def config_differences(config, workdir: str) -> list[str]:
   if not os.path.isfile(path):
     return []
   with open(path) as f:
-    trained = _flatten(json.load(f).get("config", {}))
-  given = _flatten(json.loads(config.to_json_best_effort()))
+    trained = loop.flatten_config(json.load(f).get("config", {}))
+  given = loop.flatten_config(json.loads(config.to_json_best_effort()))
   out = []
   for key in sorted(set(trained) & set(given)):
     if any(key == m or (m.endswith(".") and key.startswith(m)) for m in _MUST_MATCH):
@@ -161,7 +154,6 @@ def restore_params(config, workdir: str, step: int | None = None, mesh=None):
       restore the checkpoint into this config's model (e.g. another preset's widths).
   """
   from hpt_jax.train import drn as drn_train
-  from hpt_jax.train import loop
 
   if config.model_name != "drn":
     raise ValueError(f"config.model_name={config.model_name!r}: only 'drn' can be evaluated")
@@ -220,7 +212,6 @@ def _cheap_sums(trainer, params, batch, weight):
 
 
 _CHEAP_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_MODEL_KEYS = ("source_image", "target_image", "source_pose", "target_pose")
 
 
 def _pad_to(x: np.ndarray, n: int) -> np.ndarray:
@@ -265,7 +256,7 @@ def cheap_metrics(trainer, params, eval_batches: Iterable[Mapping[str, Any]]) ->
     size = n if size is None else size
     if n > size:
       raise ValueError(f"eval batch of {n} pairs after a first batch of {size}")
-    model_batch = {k: _pad_to(batch[k], size) for k in _MODEL_KEYS}
+    model_batch = {k: _pad_to(batch[k], size) for k in MODEL_KEYS}
     weight = (np.arange(size) < n).astype(np.float32)
     sums = fn(params, model_batch, weight)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
@@ -294,7 +285,7 @@ def training_eval_batches(config, batch_size: int | None = None,
       examples, image_size=tuple(config.data.image_size), sigma=config.pose.sigma,
       batch_size=min(batch_size or config.batch_size, len(examples)), seed=config.seed,
       train=False, flip=False, drop_remainder=False)
-  return [{k: b[k] for k in _MODEL_KEYS} for b in ds]
+  return [{k: b[k] for k in MODEL_KEYS} for b in ds]
 
 
 # ---------------------------------------------------------------- full evaluation
@@ -345,7 +336,6 @@ def _load_estimator():
 
 def _pose_panel(keypoints: np.ndarray, hw: tuple[int, int], sigma: float) -> np.ndarray:
   from hpt_jax import pose
-  from hpt_jax.train import loop
   heat = pose.keypoints_to_heatmaps(np.asarray(keypoints, np.float32)[None], hw[0], hw[1], sigma)
   return loop.to_uint8(loop.pose_to_rgb(heat))[0]
 
@@ -383,7 +373,6 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
   from hpt_jax.metrics import lpips as lpips_lib
   from hpt_jax.metrics import pckh as pckh_lib
   from hpt_jax.metrics import ssim as ssim_lib
-  from hpt_jax.train import loop
   from input_pipeline import patn_format, pipeline
 
   t_start = time.perf_counter()
@@ -441,7 +430,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
     src_paths = [e.source_path for e in exs]
     tgt_paths = [e.target_path for e in exs]
     real = list(pool.map(read, src_paths + tgt_paths))
-    model_batch = {k: jax.device_put(_pad_to(batch[k], batch_size), batch_sharding) for k in _MODEL_KEYS}
+    model_batch = {k: jax.device_put(_pad_to(batch[k], batch_size), batch_sharding) for k in MODEL_KEYS}
     gen = generate(params, model_batch)
     source = _pad_to(np.stack(real[:n]), batch_size)
     target = _pad_to(np.stack(real[n:]), batch_size)

@@ -275,7 +275,7 @@ def load_perceptual_params(config):
   return weights.load_vgg_params(p.network, p.weights_path or None, taps=tuple(p.taps))
 
 
-def sample_columns(trainer: "DRNTrainer", generate_fn, params, batch) -> list[np.ndarray]:
+def sample_columns(generate_fn, params, batch) -> list[np.ndarray]:
   """The sample-grid columns: source | target pose | coarse | refined | ground truth ([B, H, W, 3] each)."""
   from hpt_jax.train import loop
   out = jax.device_get(generate_fn(params, batch))
@@ -330,7 +330,8 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
   writer = loop.create_writer(workdir)
   loop.write_config_json(workdir, config)
   if start == 0:
-    writer.write_hparams({k: v for k, v in _flat(config).items()})
+    writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                          for k, v in loop.flatten_config(config).items()})
   progress = loop.create_progress(config.total_steps, writer)
 
   step_fn = jax.jit(trainer.train_step, donate_argnums=0, out_shardings=(rep, rep))
@@ -359,7 +360,7 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
       if step % config.log_every_steps == 0 or step == config.total_steps:
         writer.write_scalars(step, scalars)
       if step % config.sample_every_steps == 0 or step == config.total_steps:
-        grid = loop.image_grid(sample_columns(trainer, generate_fn, state.params, sample_batch))
+        grid = loop.image_grid(sample_columns(generate_fn, state.params, sample_batch))
         loop.save_png(os.path.join(workdir, "samples", f"step_{step}.png"), grid)
         writer.write_images(step, {"samples/source|pose|coarse|refined|target": grid[None]})
       if eval_batches is not None and (step % config.eval_every_steps == 0 or step == config.total_steps):
@@ -378,19 +379,9 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
   return state
 
 
-_MODEL_KEYS = ("source_image", "target_image", "source_pose", "target_pose")
+MODEL_KEYS = ("source_image", "target_image", "source_pose", "target_pose")
 
 
 def _model_inputs(batch: dict) -> dict:
   """The batch keys the DRN step consumes (keypoints and indices stay on the host)."""
-  return {k: batch[k] for k in _MODEL_KEYS}
-
-
-def _flat(config, prefix="") -> dict:
-  out = {}
-  for k, v in config.items():
-    if hasattr(v, "items"):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-  return out
+  return {k: batch[k] for k in MODEL_KEYS}

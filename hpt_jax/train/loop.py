@@ -26,7 +26,6 @@ from importlib import metadata
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -297,19 +296,18 @@ def abstract_like(tree, sharding):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
+def flatten_config(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+  """Flattens nested mappings (a ConfigDict or its JSON) to ``{'a.b.c': value}``."""
+  out = {}
+  for k, v in tree.items():
+    if hasattr(v, "items"):
+      out.update(flatten_config(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
 def host_scalars(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
   """Fetches a dict of scalar device arrays as Python floats (one transfer)."""
   fetched = jax.device_get(dict(metrics))
   return {k: float(np.asarray(v)) for k, v in fetched.items()}
-
-
-def tree_allclose(a, b, rtol=1e-5, atol=1e-6) -> bool:
-  """True if two pytrees have the same structure and all leaves are close."""
-  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-  return len(la) == len(lb) and all(np.allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
-                                    for x, y in zip(la, lb))
-
-
-def zeros_like_sharded(shape_tree, sharding):
-  """Materialises zeros for an abstract tree on ``sharding`` (used to build restore targets)."""
-  return jax.tree.map(lambda s: jax.device_put(jnp.zeros(s.shape, s.dtype), sharding), shape_tree)
