@@ -21,6 +21,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 TRAINERS = {
     "drn": "hpt_jax.train.drn",
+    "hpn": "hpt_jax.train.hpn",
+    "diaf": "hpt_jax.train.diaf",
 }
 
 
