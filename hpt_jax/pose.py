@@ -191,5 +191,101 @@ def validate_keypoints(keypoints: np.ndarray, height: int, width: int) -> None:
                      f"{height}x{width} image")
 
 
-# TODO(HPN): `local_descriptor_points(keypoints, ...)` — points interpolated along limbs for HPN's
-# local descriptors (arXiv 2008.11898; no public code, ARCHITECTURES.md §4). Not implemented yet.
+#: The 13 limbs interpolated for HPN's denser local descriptors, as (joint, joint) index pairs:
+#: neck–nose, the two shoulders, both upper and lower arms, the two neck–hip torso sides and both
+#: thighs and shins. The eye/ear links are left out (the face is already covered densely by the
+#: nose, eye and ear points at 1/8 of the image height) and so are hands ("we are not interested in
+#: fingers", HPN §3.2). HPN (paper 000 §3.4, Fig. 4) gives only the counts 18 / 31 / 44; 31 =
+#: 18 + 13 and 44 = 18 + 2·13 are matched by splitting each of these 13 limbs into 2 or 3 equal
+#: parts. The list is our reading of Fig. 4 (no public code exists).
+LOCAL_DESCRIPTOR_LIMBS = (
+    (1, 0),                              # neck – nose
+    (1, 2), (2, 3), (3, 4),              # right shoulder, upper arm, lower arm
+    (1, 5), (5, 6), (6, 7),              # left shoulder, upper arm, lower arm
+    (1, 8), (8, 9), (9, 10),             # right torso side, thigh, shin
+    (1, 11), (11, 12), (12, 13),         # left torso side, thigh, shin
+)
+
+#: Number of local descriptors → interior points per limb.
+_POINTS_PER_LIMB = {18: 0, 31: 1, 44: 2}
+
+
+def local_descriptor_points(keypoints: np.ndarray, num_points: int) -> tuple[np.ndarray, np.ndarray]:
+  """Centres of HPN's local descriptors: the 18 joints plus points interpolated along limbs.
+
+  ``num_points`` = 18: the joints. 31: the joints and the midpoint of each of the 13
+  :data:`LOCAL_DESCRIPTOR_LIMBS`. 44: the joints and the points at 1/3 and 2/3 of each limb (the
+  limb split into three equal parts). Point order: the 18 joints in OpenPose order, then per limb
+  (in :data:`LOCAL_DESCRIPTOR_LIMBS` order) its interior points from the first joint to the second.
+  An interpolated point is missing when either end joint is missing.
+
+  Source: HPN (paper 000) §3.2 and §3.4 (18 points at 64² and 128², 31 at 256² and 512², 44 at
+  1024²; "interpolating between keypoint pairs"); the limb list is our choice (see the constant).
+
+  Args:
+    keypoints: float ``[..., 18, 2]`` (y, x) pixels, -1 = missing.
+    num_points: 18, 31 or 44.
+
+  Returns:
+    ``(points, valid)``: float32 ``[..., num_points, 2]`` (y, x) pixels (-1 where missing) and bool
+    ``[..., num_points]``.
+
+  Raises:
+    ValueError: ``num_points`` not in (18, 31, 44), or keypoints not of shape ``[..., 18, 2]``.
+  """
+  if num_points not in _POINTS_PER_LIMB:
+    raise ValueError(f"num_points={num_points!r}: HPN uses 18, 31 or 44 local descriptors")
+  keypoints = np.asarray(keypoints, dtype=np.float32)
+  if keypoints.shape[-2:] != (NUM_JOINTS, 2):
+    raise ValueError(f"keypoints must have shape [..., {NUM_JOINTS}, 2], got {keypoints.shape}")
+  present = present_mask(keypoints)
+  points, valid = [keypoints], [present]
+  k = _POINTS_PER_LIMB[num_points]
+  if k:
+    a_idx = np.array([a for a, _ in LOCAL_DESCRIPTOR_LIMBS])
+    b_idx = np.array([b for _, b in LOCAL_DESCRIPTOR_LIMBS])
+    a, b = keypoints[..., a_idx, :], keypoints[..., b_idx, :]            # [..., 13, 2]
+    ok = present[..., a_idx] & present[..., b_idx]                      # [..., 13]
+    t = (np.arange(1, k + 1, dtype=np.float32) / (k + 1))[:, None]      # [k, 1]
+    inter = a[..., :, None, :] + t * (b - a)[..., :, None, :]           # [..., 13, k, 2]
+    inter = inter.reshape(*inter.shape[:-3], len(LOCAL_DESCRIPTOR_LIMBS) * k, 2)
+    ok = np.repeat(ok, k, axis=-1)
+    points.append(np.where(ok[..., None], inter, np.float32(MISSING)))
+    valid.append(ok)
+  return np.concatenate(points, axis=-2).astype(np.float32), np.concatenate(valid, axis=-1)
+
+
+def local_descriptor_boxes(keypoints: np.ndarray, num_points: int, image_size: tuple[int, int],
+                           side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Square regions of HPN's local descriptors (local perceptual loss, local D, local-SSIM).
+
+  Each box has side ``side`` (default ``H // 8``: "one-eighth of the input image resolution",
+  HPN §3.2, the height for non-square images) and is centred on a local-descriptor point
+  (:func:`local_descriptor_points`) rounded to the nearest pixel, then shifted (not shrunk) so it
+  lies inside the image — every box has the same size, which the jitted losses need. A missing
+  point gives an empty box ``(0, 0, 0, 0)`` with ``valid`` False.
+
+  Args:
+    keypoints: float ``[..., 18, 2]`` (y, x) pixels in the ``image_size`` image, -1 = missing.
+    num_points: 18, 31 or 44.
+    image_size: (H, W) pixels.
+    side: box side in pixels; default ``max(1, H // 8)``; must be ≤ min(H, W).
+
+  Returns:
+    ``(boxes, valid)``: int32 ``[..., num_points, 4]`` as (y0, x0, y1, x1), end-exclusive, with
+    ``0 ≤ y0 < y1 = y0 + side ≤ H`` (same for x) for valid boxes; bool ``[..., num_points]``.
+
+  Raises:
+    ValueError: bad ``num_points``/keypoint shape, or ``side`` outside ``[1, min(H, W)]``.
+  """
+  h, w = image_size
+  side = max(1, h // 8) if side is None else int(side)
+  if not 1 <= side <= min(h, w):
+    raise ValueError(f"local descriptor side={side} must lie in [1, min(H, W)={min(h, w)}]")
+  points, valid = local_descriptor_points(keypoints, num_points)
+  centre = np.rint(points).astype(np.int64)
+  y0 = np.clip(centre[..., 0] - side // 2, 0, h - side)
+  x0 = np.clip(centre[..., 1] - side // 2, 0, w - side)
+  boxes = np.stack([y0, x0, y0 + side, x0 + side], axis=-1)
+  boxes = np.where(valid[..., None], boxes, 0)
+  return boxes.astype(np.int32), valid

@@ -116,3 +116,71 @@ def test_resize_keypoints():
   pose.validate_keypoints(resized, 128, 88)
   np.testing.assert_allclose(resized[[0, 1, 8]], [[0, 0], [127, 87], [50.25, 25.25]])
   assert (resized[pose.present_mask(keypoints) == 0] == -1).all()
+
+
+# ------------------------------------------------------------ HPN local descriptors
+def _random_skeleton(rng, h=256, w=176, missing=()):
+  kp = np.stack([rng.uniform(0, h - 1, 18), rng.uniform(0, w - 1, 18)], axis=-1).astype(np.float32)
+  kp[list(missing)] = -1
+  return kp
+
+
+@pytest.mark.parametrize("n", [18, 31, 44])
+def test_local_descriptor_counts_and_points_on_limbs(n):
+  rng = np.random.default_rng(n)
+  kp = _random_skeleton(rng)
+  points, valid = pose.local_descriptor_points(kp, n)
+  assert points.shape == (n, 2) and valid.shape == (n,) and valid.all()
+  np.testing.assert_array_equal(points[:18], kp)
+  k = (n - 18) // 13
+  for li, (a, b) in enumerate(pose.LOCAL_DESCRIPTOR_LIMBS):
+    for j in range(k):
+      p = points[18 + li * k + j]
+      t = (j + 1) / (k + 1)
+      # On the segment a→b, at fraction t (hand-computed interpolation).
+      np.testing.assert_allclose(p, kp[a] + t * (kp[b] - kp[a]), rtol=0, atol=1e-4)
+      d = kp[b] - kp[a]
+      cross = d[0] * (p - kp[a])[1] - d[1] * (p - kp[a])[0]
+      assert abs(cross) < 1e-2 * (np.linalg.norm(d) + 1)
+
+
+def test_local_descriptor_points_missing_joint_invalidates_its_limbs():
+  kp = _random_skeleton(np.random.default_rng(0), missing=(3,))  # right elbow missing
+  points, valid = pose.local_descriptor_points(kp, 44)
+  assert valid.sum() == 44 - 1 - 2 * 2     # the elbow, and 2 points on each of its 2 limbs
+  assert np.all(points[~valid] == -1)
+  limbs_with_3 = [i for i, l in enumerate(pose.LOCAL_DESCRIPTOR_LIMBS) if 3 in l]
+  for li in limbs_with_3:
+    assert not valid[18 + 2 * li:18 + 2 * li + 2].any()
+
+
+@pytest.mark.parametrize("size", [(256, 176), (64, 44), (1024, 1024)])
+def test_local_descriptor_boxes_inside_image_and_sized_h_over_8(size):
+  h, w = size
+  rng = np.random.default_rng(1)
+  kp = _random_skeleton(rng, h, w, missing=(16,))
+  kp[0] = [0, 0]            # a joint in the corner: its box is shifted inside, not shrunk
+  kp[1] = [h - 1, w - 1]
+  boxes, valid = pose.local_descriptor_boxes(kp, 44, size)
+  assert boxes.shape == (44, 4) and boxes.dtype == np.int32
+  b = boxes[valid]
+  assert np.all(b[:, 0] >= 0) and np.all(b[:, 1] >= 0) and np.all(b[:, 2] <= h) and np.all(b[:, 3] <= w)
+  np.testing.assert_array_equal(b[:, 2] - b[:, 0], h // 8)
+  np.testing.assert_array_equal(b[:, 3] - b[:, 1], h // 8)
+  np.testing.assert_array_equal(boxes[0], [0, 0, h // 8, h // 8])
+  np.testing.assert_array_equal(boxes[1], [h - h // 8, w - h // 8, h, w])
+  assert not valid[16] and np.all(boxes[16] == 0)
+  # An interior joint's box is centred on it (rounded): centre = y0 + side // 2.
+  kp2 = np.full((18, 2), -1, np.float32)
+  kp2[5] = [100.4, 80.6]
+  boxes2, valid2 = pose.local_descriptor_boxes(kp2, 18, (256, 176))
+  np.testing.assert_array_equal(boxes2[5], [100 - 16, 81 - 16, 100 + 16, 81 + 16])
+  assert valid2.sum() == 1
+
+
+def test_local_descriptor_bad_arguments():
+  kp = np.zeros((18, 2), np.float32)
+  with pytest.raises(ValueError, match="18, 31 or 44"):
+    pose.local_descriptor_points(kp, 20)
+  with pytest.raises(ValueError, match="side"):
+    pose.local_descriptor_boxes(kp, 18, (64, 44), side=50)
