@@ -105,10 +105,12 @@ class _PairLoader:
   """Turns an index into ``examples`` into one unbatched element (see create_pair_dataset)."""
 
   def __init__(self, examples: Sequence[patn_format.PairExample], image_size: tuple[int, int],
-               sigma: float):
+               sigma: float, pose_maps: bool = True, local_descriptors: int = 0):
     self._examples = list(examples)
     self._image_size = tuple(int(s) for s in image_size)
     self._sigma = float(sigma)
+    self._pose_maps = pose_maps
+    self._local_descriptors = local_descriptors
 
   def load(self, index: int, flip: bool) -> dict[str, np.ndarray]:
     example = self._examples[index]
@@ -123,17 +125,21 @@ class _PairLoader:
       target_image = np.ascontiguousarray(target_image[:, ::-1])
       source_kp = pose.flip_keypoints(source_kp, width)
       target_kp = pose.flip_keypoints(target_kp, width)
-    heatmaps = pose.keypoints_to_heatmaps(np.stack([source_kp, target_kp]), height, width,
-                                          self._sigma)
-    return {
+    element = {
         "source_image": source_image,
         "target_image": target_image,
-        "source_pose": heatmaps[0],
-        "target_pose": heatmaps[1],
         "source_keypoints": source_kp,
         "target_keypoints": target_kp,
         "pair_index": np.int32(index),
     }
+    if self._pose_maps:
+      heatmaps = pose.keypoints_to_heatmaps(np.stack([source_kp, target_kp]), height, width,
+                                            self._sigma)
+      element["source_pose"], element["target_pose"] = heatmaps[0], heatmaps[1]
+    if self._local_descriptors:
+      boxes, valid = pose.local_descriptor_boxes(target_kp, self._local_descriptors, self._image_size)
+      element["target_boxes"], element["target_box_valid"] = boxes, valid
+    return element
 
 
 class _Load(grain.transforms.Map):
@@ -160,7 +166,8 @@ def create_pair_dataset(examples: Sequence[patn_format.PairExample], *,
                         image_size: tuple[int, int], sigma: float, batch_size: int, seed: int,
                         train: bool, flip: bool, shard_index: int = 0, shard_count: int = 1,
                         num_workers: int = 0, drop_remainder: bool = True,
-                        read_threads: int = 4) -> grain.IterDataset:
+                        read_threads: int = 4, pose_maps: bool = True,
+                        local_descriptors: int = 0) -> grain.IterDataset:
   """Builds the grain pipeline of batched pose-transfer pairs.
 
   Each element of the returned dataset is a dict of numpy arrays (B = ``batch_size``, (H, W) =
@@ -172,6 +179,10 @@ def create_pair_dataset(examples: Sequence[patn_format.PairExample], *,
   * ``source_keypoints``, ``target_keypoints``: float32 ``[B, 18, 2]`` (y, x) pixels of the
     ``image_size`` image, -1 = missing; flipped together with the images.
   * ``pair_index``: int32 ``[B]``, index into ``examples``.
+  * with ``local_descriptors`` = N > 0 (HPN): ``target_boxes`` int32 ``[B, N, 4]`` (y0, x0, y1, x1)
+    square boxes of side H // 8 around the target pose's local-descriptor points and
+    ``target_box_valid`` bool ``[B, N]`` (:func:`hpt_jax.pose.local_descriptor_boxes`; computed
+    after the flip, so they follow the flipped target).
 
   Stored images of another size are resized (PIL bilinear) and their keypoints mapped with
   :func:`hpt_jax.pose.resize_keypoints`. In train mode the order is shuffled (reshuffled every
@@ -194,13 +205,17 @@ def create_pair_dataset(examples: Sequence[patn_format.PairExample], *,
       everything in this process (with ``read_threads`` threads).
     drop_remainder: drop the last incomplete batch (only matters in eval mode; use False there).
     read_threads: threads decoding elements in each process (grain ``ReadOptions.num_threads``).
+    pose_maps: include ``source_pose``/``target_pose`` (False for models that render their own
+      pose maps from the keypoints, e.g. HPN at the bottleneck; saves 2·H·W·18 floats per pair).
+    local_descriptors: 0, or 18/31/44 — add the HPN local-descriptor boxes of the target pose.
 
   Returns:
     a ``grain.IterDataset``; ``iter()`` of it gives a ``grain.DatasetIterator`` with
     ``get_state()``/``set_state()`` (see the module docstring for Orbax checkpointing).
 
   Raises:
-    ValueError: bad batch_size/shard arguments, or an empty shard.
+    ValueError: bad batch_size/shard arguments, an empty shard, or ``local_descriptors`` not in
+      (0, 18, 31, 44).
     patn_format.DataError: (while iterating) an image that fails to decode, naming the file.
   """
   if batch_size <= 0:
@@ -209,11 +224,13 @@ def create_pair_dataset(examples: Sequence[patn_format.PairExample], *,
     raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index}, {shard_count}")
   if num_workers < 0:
     raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+  if local_descriptors not in (0, 18, 31, 44):
+    raise ValueError(f"local_descriptors must be 0, 18, 31 or 44, got {local_descriptors!r}")
   indices = np.arange(len(examples), dtype=np.int64)[shard_index::shard_count]
   if len(indices) == 0:
     raise ValueError(f"shard {shard_index} of {shard_count} of {len(examples)} examples is empty")
 
-  loader = _PairLoader(examples, image_size, sigma)
+  loader = _PairLoader(examples, image_size, sigma, pose_maps, local_descriptors)
   ds = grain.MapDataset.source(indices)
   if train:
     shard_seed = int(np.random.SeedSequence([seed, shard_index]).generate_state(1)[0])

@@ -194,3 +194,21 @@ def test_load_examples_from_config():
       seed=0, train=True, flip=config.data.flip)))
   assert batch["source_image"].shape == (2, *config.data.image_size, 3)
   assert tuple(config.data.image_size) != SIZE  # exercises the resize path
+
+
+def test_local_descriptor_boxes_streamed_with_the_batch(train_examples):
+  """HPN mode: no pose maps, boxes of the (possibly flipped) target keypoints at the output size."""
+  size = (128, 88)
+  ds = _train(train_examples, image_size=size, batch_size=4, pose_maps=False, local_descriptors=31)
+  batch = next(iter(ds))
+  assert "source_pose" not in batch and "target_pose" not in batch
+  assert batch["target_boxes"].shape == (4, 31, 4) and batch["target_boxes"].dtype == np.int32
+  assert batch["target_box_valid"].shape == (4, 31)
+  for i in range(4):
+    boxes, valid = pose.local_descriptor_boxes(batch["target_keypoints"][i], 31, size)
+    np.testing.assert_array_equal(batch["target_boxes"][i], boxes)
+    np.testing.assert_array_equal(batch["target_box_valid"][i], valid)
+  b = batch["target_boxes"][batch["target_box_valid"]]
+  assert len(b) > 4 * 18 and np.all(b[:, 2] - b[:, 0] == 16) and np.all(b[:, 3] <= size[1])
+  with pytest.raises(ValueError, match="local_descriptors"):
+    _train(train_examples, local_descriptors=20)
