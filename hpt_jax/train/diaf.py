@@ -1,0 +1,734 @@
+"""DIAF training: three phases on the shared loop (paper ``002`` §3.3–3.6, §4.1).
+
+Phases (``config.phases``), each with its own Orbax folder ``<workdir>/checkpoints/<phase>/``:
+
+1. **flow** — :class:`hpt_jax.models.diaf.FlowRegressionNet` on (p1, p2) → (F, V). Loss (§3.3;
+   reference ``flow_regression_model.py``): multi-scale EPE (per pixel ‖pred − target/20‖₂ at
+   H/2 … H/2^n with the target average-pooled and the human mask max-pooled, normalised per
+   example by its human-pixel count, scale weights ``loss.flow_scale_weights``) + cross-entropy on
+   the 3 visibility classes at full resolution. Adam (β1 0.5 per §4.1 "all experiments"; rate,
+   step decay and coupled L2 weight decay from the reference). The module is then frozen and
+   used in inference mode (running batch-norm averages).
+2. **generator** — :class:`~hpt_jax.models.diaf.DualUNetGenerator` fed (x1, p2, F, V) with
+   ``F·[V < 2]`` and ``V = argmax`` from the frozen flow module (reference), and the conditional
+   PatchGAN on (x1, p2, image). Loss Eq. 7: λ1·L_adv + λ2·L1 + λ3·L_perceptual; the paper gives no
+   λ: (L1, perceptual, GAN) = (1, 1, 0.01) from the reference code. The GAN term is 0 before
+   ``phases.generator.gan_start_step`` (paper: not in the first 5 of 10 epochs) and the
+   discriminator is not updated before it either.
+3. **pixel_warp** — :class:`~hpt_jax.models.diaf.PixelWarpNet` predicts z from (x̃2, x_w, F, V);
+   x̂2 = z·x_w + (1 − z)·x̃2 (Eq. 3), x_w = warp(x1, F) with background pixels set to −1
+   (reference). Generator and flow module frozen (inference mode); only the pixel-warp net and the
+   discriminator (continued from phase 2) train, on the same loss applied to x̂2, GAN on.
+
+Each iteration updates the discriminator **before** the generator (reference), on this batch's
+detached fake; the generator's GAN term then uses the updated discriminator (one generator
+forward pass, pulled back with ``jax.vjp``). GAN: the vanilla (BCE) loss of Eq. 4 in its
+non-saturating generator form on logits; D loss ½(BCE(real, 1) + BCE(fake, 0)). The reference
+also multiplies the D loss by 0.01; Adam is invariant to that scale (up to ε), so we do not.
+
+Perceptual loss: ``loss.perceptual_distance='l1'`` (default) is the reference code's
+Σ_layers 0.125·mean|φ(x̂) − φ(x)|; ``'l2'`` is the paper's Eq. 6 form (mean squared difference per
+layer, times the same layer weight). Paper and code disagree; the default follows the code because
+the only λ_per available (1.0) was tuned with that form — the paper gives no λ for its own.
+
+Batch norm: every network trains with batch statistics; under ``jax.jit`` with the batch sharded
+over the ``('data',)`` mesh those are global over the sharded batch, so an 8-device step equals
+the 1-device step (tests/test_diaf.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from hpt_jax import flow as flow_lib
+from hpt_jax import losses
+from hpt_jax.models import diaf as diaf_models
+from hpt_jax.models.vgg import VGG
+
+PHASES = ("flow", "generator", "pixel_warp")
+#: Networks trained in each phase (the others used are frozen).
+TRAINED = {"flow": ("flow",), "generator": ("generator", "disc"), "pixel_warp": ("pixel_warp", "disc")}
+FROZEN = {"flow": (), "generator": ("flow",), "pixel_warp": ("flow", "generator")}
+
+
+@flax.struct.dataclass
+class PhaseState:
+  """Everything one phase needs to continue, as one pytree (saved whole by Orbax).
+
+  Attributes:
+    step: int32 scalar, completed steps of this phase.
+    params: ``{network: params}`` of the networks trained in this phase (``TRAINED[phase]``).
+    batch_stats: ``{network: batch-norm running statistics}``, same keys.
+    opt_state: ``{network: optax state}``, same keys.
+    rng: uint32 [2] PRNG key (kept for parity with the other trainers; the DIAF nets use no
+      dropout).
+  """
+
+  step: jax.Array
+  params: dict[str, Any]
+  batch_stats: dict[str, Any]
+  opt_state: dict[str, Any]
+  rng: jax.Array
+
+
+def _global_norm(tree) -> jax.Array:
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+def _avg_pool(x, f):
+  b, h, w, c = x.shape
+  return jnp.mean(x.reshape(b, h // f, f, w // f, f, c), axis=(2, 4))
+
+
+def _max_pool(x, f):
+  b, h, w, c = x.shape
+  return jnp.max(x.reshape(b, h // f, f, w // f, f, c), axis=(2, 4))
+
+
+def multiscale_flow_loss(pyramid, target_flow, vis, scale_weights) -> jax.Array:
+  """Multi-scale EPE loss (DIAF §3.3; reference ``MultiScaleFlowLoss``, ARCHITECTURES.md §3.3).
+
+  For scale s (prediction at 1/2^(s+1)): target = avg-pool(target_flow, 2^(s+1)) / 20 (units of
+  20 full-resolution pixels, as the predictions), mask = max-pool([vis < 2]); per example the
+  masked mean of ‖pred − target‖₂; averaged over the batch; weighted by ``scale_weights[s]`` and
+  summed.
+
+  Args:
+    pyramid: list of ``[B, H/2^(s+1), W/2^(s+1), 2]`` predictions (FlowRegressionNet).
+    target_flow: ``[B, H, W, 2]`` pixels. vis: int ``[B, H, W]``.
+    scale_weights: one weight per pyramid level (at least ``len(pyramid)``).
+
+  Returns:
+    scalar float32.
+
+  Raises:
+    ValueError: fewer weights than levels (names ``loss.flow_scale_weights``).
+  """
+  if len(scale_weights) < len(pyramid):
+    raise ValueError(f"loss.flow_scale_weights has {len(scale_weights)} entries for {len(pyramid)} "
+                     "flow levels (flow_model.n_levels)")
+  mask = (vis < flow_lib.BACKGROUND)[..., None].astype(jnp.float32)
+  total = jnp.zeros((), jnp.float32)
+  for s, pred in enumerate(pyramid):
+    f = target_flow.shape[1] // pred.shape[1]
+    tgt = _avg_pool(target_flow.astype(jnp.float32), f) / diaf_models.FLOW_SCALE
+    m = _max_pool(mask, f)[..., 0]
+    err = jnp.sqrt(jnp.sum(jnp.square(pred - tgt), -1) + 1e-12)
+    per_example = jnp.sum(err * m, (1, 2)) / jnp.maximum(jnp.sum(m, (1, 2)), 1.0)
+    total = total + scale_weights[s] * jnp.mean(per_example)
+  return total
+
+
+def visibility_cross_entropy(logits, vis) -> jax.Array:
+  """Mean softmax cross-entropy over all pixels, 3 classes (reference ``CrossEntropyLoss``). Scalar float32."""
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), vis))
+
+
+def gan_generator_loss(fake_logits) -> jax.Array:
+  """Non-saturating vanilla GAN generator loss, BCE(D(fake), 1) on logits (Eq. 4). Scalar float32."""
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(fake_logits, jnp.ones_like(fake_logits)))
+
+
+def gan_discriminator_loss(real_logits, fake_logits) -> jax.Array:
+  """½·[BCE(D(real), 1) + BCE(D(fake), 0)] on logits (Eq. 4; reference ``dcgan`` loss). Scalar float32."""
+  real = jnp.mean(optax.sigmoid_binary_cross_entropy(real_logits, jnp.ones_like(real_logits)))
+  fake = jnp.mean(optax.sigmoid_binary_cross_entropy(fake_logits, jnp.zeros_like(fake_logits)))
+  return 0.5 * (real + fake)
+
+
+def _select(pred, new, old):
+  return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+class DIAFTrainer:
+  """Builds the DIAF networks, optimisers and the pure step functions of the three phases.
+
+  Args:
+    config: the resolved ``configs/deepfashion_diaf.py`` config.
+
+  Raises:
+    ValueError: ``config.dtype``, ``loss.perceptual_distance`` or phase steps invalid (names the
+      field).
+  """
+
+  def __init__(self, config):
+    self.config = config
+    if config.dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"config.dtype={config.dtype!r}: expected 'float32' or 'bfloat16'")
+    if config.loss.perceptual_distance not in ("l1", "l2"):
+      raise ValueError(f"loss.perceptual_distance={config.loss.perceptual_distance!r}: expected 'l1' or 'l2'")
+    for phase in PHASES:
+      if config.phases[phase].total_steps <= 0:
+        raise ValueError(f"phases.{phase}.total_steps={config.phases[phase].total_steps} must be > 0")
+    dtype = jnp.dtype(config.dtype)
+    self.models = diaf_models.build_models(config, dtype)
+    self.vgg = VGG(arch=config.perceptual.network, taps=tuple(config.perceptual.taps), dtype=dtype)
+    o, fo = config.optimizer, config.flow_optimizer
+    flow_lr = optax.exponential_decay(fo.learning_rate, fo.decay_every_steps, fo.decay_factor, staircase=True)
+    self.tx = {
+        "flow": optax.chain(optax.add_decayed_weights(fo.weight_decay),
+                            optax.adam(flow_lr, b1=fo.b1, b2=fo.b2)),
+        "generator": optax.adam(o.learning_rate, b1=o.b1, b2=o.b2),
+        "pixel_warp": optax.adam(o.learning_rate, b1=o.b1, b2=o.b2),
+        "disc": optax.chain(optax.add_decayed_weights(o.d_weight_decay),
+                            optax.adam(o.d_learning_rate, b1=o.b1, b2=o.b2)),
+    }
+    self.flow_lr = flow_lr
+
+  # ------------------------------------------------------------------ init
+  def init_network(self, name: str, rng: jax.Array, image_shape: tuple[int, int]):
+    """``(params, batch_stats)`` of one network for images of ``image_shape`` (H, W), as NumPy arrays.
+
+    Shapes come from ``jax.eval_shape`` of the Flax ``init``; values are drawn on the host with
+    NumPy seeded from ``rng``: conv kernels He-normal with fan-in kh·kw·C_in (the reference's
+    Kaiming init, PyTorch ``kaiming_normal_``), biases 0, batch-norm scale 1 / offset 0, running
+    mean 0 / variance 1. (A jitted Flax init of these nets took 30–40 s of XLA:CPU compilation,
+    mostly the threefry key splitting; the host draw takes milliseconds.)
+
+    Args:
+      name: 'flow' | 'generator' | 'pixel_warp' | 'disc'.
+      rng: a concrete PRNG key (raw uint32 [2] or typed); not traceable.
+      image_shape: (H, W).
+    """
+    h, w = image_shape
+    img = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
+    pose = jax.ShapeDtypeStruct((1, h, w, 18), jnp.float32)
+    fl = jax.ShapeDtypeStruct((1, h, w, 2), jnp.float32)
+    vis = jax.ShapeDtypeStruct((1, h, w), jnp.int32)
+    args = {"flow": (pose, pose), "generator": (img, pose, fl, vis), "pixel_warp": (img, img, fl, vis),
+            "disc": (img, pose, img)}[name]
+    abstract = jax.eval_shape(lambda *a: self.models[name].init(jax.random.PRNGKey(0), *a, train=False), *args)
+    key = jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
+    gen = np.random.default_rng(np.asarray(key, np.uint32).reshape(-1).tolist() + [sorted(self.models).index(name)])
+
+    def draw(path, x):
+      leaf = path[-1].key
+      if leaf == "kernel":
+        fan_in = int(np.prod(x.shape[:-1]))
+        return (gen.standard_normal(x.shape, np.float32) * np.float32(np.sqrt(2.0 / fan_in))).astype(x.dtype)
+      if leaf in ("bias", "mean"):
+        return np.zeros(x.shape, x.dtype)
+      if leaf in ("scale", "var"):
+        return np.ones(x.shape, x.dtype)
+      raise ValueError(f"no initialiser for parameter {jax.tree_util.keystr(path)} of {name}")
+
+    variables = jax.tree_util.tree_map_with_path(draw, abstract)
+    return variables["params"], variables["batch_stats"]
+
+  def init_state(self, rng: jax.Array, phase: str, image_shape: tuple[int, int]) -> PhaseState:
+    """Fresh :class:`PhaseState` of ``phase`` (networks ``TRAINED[phase]``, optimiser states).
+
+    Call it outside ``jit`` (parameters are drawn on the host, :meth:`init_network`) and
+    ``jax.device_put`` the result with the replicated sharding.
+
+    Raises:
+      ValueError: unknown phase.
+    """
+    if phase not in PHASES:
+      raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
+    params, stats, opt = {}, {}, {}
+    keys = jax.random.split(rng, len(TRAINED[phase]) + 1)
+    for key, name in zip(keys, TRAINED[phase]):
+      params[name], stats[name] = self.init_network(name, key, image_shape)
+      opt[name] = jax.device_get(jax.jit(self.tx[name].init)(params[name]))
+    return PhaseState(step=np.zeros((), np.int32), params=params, batch_stats=stats, opt_state=opt,
+                      rng=np.asarray(keys[-1]))
+
+  # --------------------------------------------------------------- forward
+  def _apply(self, name, params, stats, *args, train: bool):
+    """Runs network ``name``; returns ``(out, new_batch_stats)`` (stats unchanged when not training)."""
+    variables = {"params": params, "batch_stats": stats}
+    if train:
+      out, mutated = self.models[name].apply(variables, *args, train=True, mutable=["batch_stats"])
+      return out, mutated["batch_stats"]
+    return self.models[name].apply(variables, *args, train=False), stats
+
+  def predict_flow(self, flow_vars, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Frozen flow module on a batch: ``(flow·[V<2] [B,H,W,2], V = argmax int32 [B,H,W], logits)``."""
+    out, _ = self._apply("flow", flow_vars["params"], flow_vars["batch_stats"],
+                         batch["source_pose"], batch["target_pose"], train=False)
+    vis = jnp.argmax(out["vis_logits"], -1).astype(jnp.int32)
+    flow = out["flow"] * (vis < flow_lib.BACKGROUND)[..., None]
+    return jax.lax.stop_gradient(flow), vis, out["vis_logits"]
+
+  def warp_source(self, source_image, flow, vis) -> jax.Array:
+    """x_w = warp(x1, F) with background pixels (V = 2) set to −1 (reference pixel warping)."""
+    warped = flow_lib.warp(source_image, flow)
+    return jnp.where((vis == flow_lib.BACKGROUND)[..., None], -1.0, warped)
+
+  def generate(self, frozen, trained, batch) -> dict[str, jax.Array]:
+    """Inference with every network available (running BN averages).
+
+    Args:
+      frozen / trained: ``{network: {'params', 'batch_stats'}}`` (the two are merged).
+      batch: ``source_image``, ``source_pose``, ``target_pose``.
+
+    Returns:
+      dict: ``flow`` (masked by V < 2), ``raw_flow``, ``vis`` (always); ``warped``; ``generated`` if the generator is present;
+      ``mask`` z and ``final`` if the pixel-warp net is present. Images [B,H,W,3] in [-1, 1].
+    """
+    nets = {**frozen, **trained}
+    out = {}
+    f = nets["flow"]
+    raw, _ = self._apply("flow", f["params"], f["batch_stats"], batch["source_pose"], batch["target_pose"],
+                         train=False)
+    vis = jnp.argmax(raw["vis_logits"], -1).astype(jnp.int32)
+    flow = raw["flow"] * (vis < flow_lib.BACKGROUND)[..., None]
+    out.update(flow=flow, raw_flow=raw["flow"], vis=vis, warped=self.warp_source(batch["source_image"], flow, vis))
+    if "generator" in nets:
+      g = nets["generator"]
+      out["generated"], _ = self._apply("generator", g["params"], g["batch_stats"], batch["source_image"],
+                                        batch["target_pose"], flow, vis, train=False)
+    if "pixel_warp" in nets:
+      p = nets["pixel_warp"]
+      z, _ = self._apply("pixel_warp", p["params"], p["batch_stats"], out["generated"], out["warped"],
+                         flow, vis, train=False)
+      out["mask"] = z
+      out["final"] = z * out["warped"] + (1 - z) * out["generated"]
+    return out
+
+  def _perceptual(self, vgg_params, pred, target_features):
+    feats = self.vgg.apply({"params": vgg_params}, pred)
+    w = self.config.loss
+    total = jnp.zeros((), jnp.float32)
+    for name, f in feats.items():
+      diff = f.astype(jnp.float32) - jax.lax.stop_gradient(target_features[name]).astype(jnp.float32)
+      total = total + (jnp.mean(jnp.abs(diff)) if w.perceptual_distance == "l1" else jnp.mean(jnp.square(diff)))
+    return w.perceptual_layer_weight * total
+
+  # ------------------------------------------------------------------ steps
+  def flow_step(self, state: PhaseState, batch) -> tuple[PhaseState, dict]:
+    """One update of the flow module (phase 1). Pure; jit with ``donate_argnums=0``.
+
+    Args:
+      state: flow :class:`PhaseState`.
+      batch: ``source_pose``/``target_pose`` [B,H,W,18], ``flow`` [B,H,W,2], ``visibility`` [B,H,W].
+
+    Returns:
+      ``(new_state, metrics)``: ``flow/epe_loss`` (multi-scale, units of 20 px), ``flow/vis_ce``,
+      ``flow/total``, ``flow/epe`` and ``flow/epe_zero_flow`` (full-resolution pixels on human
+      pixels, batch mean), ``flow/vis_accuracy``, ``lr``, ``grad_norm/flow``.
+    """
+    w = self.config.loss
+    tgt, vis = batch["flow"], batch["visibility"]
+
+    def loss_fn(params):
+      out, stats = self._apply("flow", params, state.batch_stats["flow"], batch["source_pose"],
+                               batch["target_pose"], train=True)
+      epe_loss = multiscale_flow_loss(out["flow_pyramid"], tgt, vis, tuple(w.flow_scale_weights))
+      ce = visibility_cross_entropy(out["vis_logits"], vis)
+      total = w.flow_epe * epe_loss + w.visibility * ce
+      return total, (out, stats, {"flow/epe_loss": epe_loss, "flow/vis_ce": ce, "flow/total": total})
+
+    grads, (out, stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.params["flow"])
+    updates, opt = self.tx["flow"].update(grads, state.opt_state["flow"], state.params["flow"])
+    params = optax.apply_updates(state.params["flow"], updates)
+    metrics["flow/epe"] = jnp.mean(flow_lib.endpoint_error(out["flow"], tgt, vis))
+    metrics["flow/epe_zero_flow"] = jnp.mean(flow_lib.endpoint_error(jnp.zeros_like(tgt), tgt, vis))
+    metrics["flow/vis_accuracy"] = jnp.mean((jnp.argmax(out["vis_logits"], -1) == vis).astype(jnp.float32))
+    metrics["lr"] = self.flow_lr(state.step)
+    metrics["grad_norm/flow"] = _global_norm(grads)
+    new_state = state.replace(step=state.step + 1, params={"flow": params}, batch_stats={"flow": stats},
+                              opt_state={"flow": opt})
+    return new_state, metrics
+
+  def _adversarial_step(self, state, batch, vgg_params, net, forward, gan_on):
+    """D update then ``net`` update on L1 + perceptual + GAN of the image of ``forward``.
+
+    ``forward(params) → (image [B,H,W,3], (new batch_stats, extra metrics))``; ``gan_on`` is a
+    bool scalar: when False the discriminator is left unchanged and the GAN term weighs 0.
+    Returns ``(new_state, metrics, image)``.
+    """
+    w = self.config.loss
+    target = batch["target_image"]
+    target_features = jax.lax.stop_gradient(self.vgg.apply({"params": vgg_params}, target))
+    fake, vjp_fn, (net_stats, extra) = jax.vjp(forward, state.params[net], has_aux=True)
+
+    # (1) Discriminator, on the detached fake; kept unchanged before the GAN starts.
+    d_params, d_stats, d_opt = state.params["disc"], state.batch_stats["disc"], state.opt_state["disc"]
+    fake_d = jax.lax.stop_gradient(fake)
+
+    def d_loss_fn(p):
+      real_logits, s1 = self._apply("disc", p, d_stats, batch["source_image"], batch["target_pose"], target,
+                                    train=True)
+      fake_logits, s2 = self._apply("disc", p, s1, batch["source_image"], batch["target_pose"], fake_d,
+                                    train=True)
+      return gan_discriminator_loss(real_logits, fake_logits), s2
+
+    (d_loss, new_d_stats), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_params)
+    updates, new_d_opt = self.tx["disc"].update(d_grads, d_opt, d_params)
+    new_d_params = optax.apply_updates(d_params, updates)
+    d_params = _select(gan_on, new_d_params, d_params)
+    d_opt = _select(gan_on, new_d_opt, d_opt)
+    d_stats = _select(gan_on, new_d_stats, d_stats)
+
+    # (2) The trained network, through the updated discriminator.
+    def g_loss_fn(image):
+      l1 = losses.l1(image, target)
+      per = self._perceptual(vgg_params, image, target_features)
+      logits, _ = self._apply("disc", d_params, d_stats, batch["source_image"], batch["target_pose"], image,
+                              train=True)
+      gan = gan_generator_loss(logits)
+      total = w.l1 * l1 + w.perceptual * per + w.gan * gan_on.astype(jnp.float32) * gan
+      return total, {"l1": l1, "perceptual": per, "gan": gan, "total": total}
+
+    dfake, aux = jax.grad(g_loss_fn, has_aux=True)(fake)
+    (grads,) = vjp_fn(dfake)
+    updates, opt = self.tx[net].update(grads, state.opt_state[net], state.params[net])
+    params = optax.apply_updates(state.params[net], updates)
+    metrics = {f"{net}/{k}": v for k, v in aux.items()}
+    metrics.update(extra)
+    metrics["disc/loss"] = d_loss
+    metrics["grad_norm/" + net] = _global_norm(grads)
+    metrics["grad_norm/disc"] = _global_norm(d_grads)
+    metrics["gan_on"] = gan_on.astype(jnp.float32)
+    new_state = state.replace(
+        step=state.step + 1,
+        params={net: params, "disc": d_params},
+        batch_stats={net: net_stats, "disc": d_stats},
+        opt_state={net: opt, "disc": d_opt})
+    return new_state, metrics, fake
+
+  def generator_step(self, state: PhaseState, batch, frozen, vgg_params) -> tuple[PhaseState, dict]:
+    """One iteration of phase 2: D update (from ``gan_start_step``), then the generator.
+
+    Args:
+      state: generator :class:`PhaseState` (``generator`` and ``disc``).
+      batch: ``source_image``/``target_image`` [B,H,W,3] in [-1, 1], ``source_pose``/``target_pose``
+        [B,H,W,18] disks (flow targets are ignored: the frozen flow module predicts F and V).
+      frozen: ``{'flow': {'params', 'batch_stats'}}``.
+      vgg_params: perceptual-network parameters.
+
+    Returns:
+      ``(new_state, metrics)``: ``generator/{l1,perceptual,gan,total}``, ``disc/loss``, gradient
+      norms, ``gan_on``.
+    """
+    flow, vis, _ = self.predict_flow(frozen["flow"], batch)
+    gan_on = state.step >= self.config.phases.generator.gan_start_step
+
+    def forward(params):
+      image, stats = self._apply("generator", params, state.batch_stats["generator"], batch["source_image"],
+                                 batch["target_pose"], flow, vis, train=True)
+      return image, (stats, {})
+
+    new_state, metrics, _ = self._adversarial_step(state, batch, vgg_params, "generator", forward, gan_on)
+    return new_state, metrics
+
+  def pixel_warp_step(self, state: PhaseState, batch, frozen, vgg_params) -> tuple[PhaseState, dict]:
+    """One iteration of phase 3: D update, then the pixel-warp net; flow module and generator frozen.
+
+    Args:
+      state: pixel-warp :class:`PhaseState` (``pixel_warp`` and ``disc``).
+      batch: as :meth:`generator_step`.
+      frozen: ``{'flow': …, 'generator': …}`` each ``{'params', 'batch_stats'}``.
+      vgg_params: perceptual-network parameters.
+
+    Returns:
+      ``(new_state, metrics)``: ``pixel_warp/{l1,perceptual,gan,total}`` of the fused output,
+      ``pixel_warp/mask_mean``, ``disc/loss``, gradient norms.
+    """
+    flow, vis, _ = self.predict_flow(frozen["flow"], batch)
+    g = frozen["generator"]
+    generated, _ = self._apply("generator", g["params"], g["batch_stats"], batch["source_image"],
+                               batch["target_pose"], flow, vis, train=False)
+    generated = jax.lax.stop_gradient(generated)
+    warped = self.warp_source(batch["source_image"], flow, vis)
+
+    def forward(params):
+      z, stats = self._apply("pixel_warp", params, state.batch_stats["pixel_warp"], generated, warped, flow,
+                             vis, train=True)
+      return z * warped + (1 - z) * generated, (stats, {"pixel_warp/mask_mean": jnp.mean(z)})
+
+    new_state, metrics, _ = self._adversarial_step(state, batch, vgg_params, "pixel_warp", forward,
+                                                   jnp.asarray(True))
+    return new_state, metrics
+
+
+def count_params(tree) -> int:
+  """Number of scalar parameters in a pytree."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+# ---------------------------------------------------------------------------------- driver
+def load_perceptual_params(config):
+  """Perceptual-network parameters for ``config.perceptual`` (``random_init`` for tests only).
+
+  Raises:
+    hpt_jax.weights.WeightsNotFoundError: weights missing (names every place looked at).
+  """
+  from hpt_jax import weights
+  p = config.perceptual
+  if p.random_init:
+    return weights.random_vgg_params(p.network, jax.random.PRNGKey(0), tuple(p.taps))
+  return weights.load_vgg_params(p.network, p.weights_path or None, taps=tuple(p.taps))
+
+
+def _pad_batch(batch: dict, size: int) -> tuple[dict, int]:
+  """Pads a (last, short) eval batch to ``size`` by repeating its last element; returns (batch, n_valid)."""
+  n = len(batch["pair_index"])
+  if n == size:
+    return batch, n
+  return {k: np.concatenate([v, np.repeat(v[-1:], size - n, 0)]) for k, v in batch.items()}, n
+
+
+def _eval_batches(examples, config, mesh):
+  """Yields ``(sharded model inputs, host batch, n_valid)`` over ``examples`` in order, every batch
+  padded to ``config.batch_size`` (one compiled shape for evaluation and samples)."""
+  from input_pipeline import diaf_pipeline
+  from hpt_jax.train import loop
+  bs = config.batch_size
+  ds = diaf_pipeline.create_diaf_dataset(examples, config, config.eval_data, batch_size=bs, seed=config.seed,
+                                         train=False, drop_remainder=False)
+  for batch in ds:
+    batch, n = _pad_batch(batch, bs)
+    yield loop.shard_batch(diaf_pipeline.model_inputs(batch), mesh), batch, n
+
+
+def evaluate_flow(generate_fn, frozen, trained, examples, config, mesh) -> dict[str, float]:
+  """EPE of the flow module on ``examples`` (``config.eval_data``) against the zero flow.
+
+  Targets come from ``flow_targets`` (pseudo-ground-truth or ``.corr``). Per pair: mean
+  ‖F_pred − F_target‖₂ over its human pixels (target V < 2), in pixels of ``eval_data.image_size``
+  (F_pred is the regressed flow before masking by the predicted visibility); the zero-flow baseline
+  is the same with F_pred = 0. Both are averaged over pairs. Also the visibility accuracy over all
+  pixels and over human pixels.
+
+  Args:
+    generate_fn: ``jax.jit(DIAFTrainer.generate)``. frozen / trained: its network variables.
+
+  Returns:
+    ``{'epe', 'epe_zero_flow', 'vis_accuracy', 'vis_accuracy_human', 'pairs'}``.
+  """
+  sums, n_total = {}, 0
+  for inputs, host, n in _eval_batches(examples, config, mesh):
+    out = jax.device_get(generate_fn(frozen, trained, inputs))
+    tgt, tvis = host["flow"][:n], host["visibility"][:n]
+    human = (tvis < flow_lib.BACKGROUND).astype(np.float64)
+    correct = (out["vis"][:n] == tvis).astype(np.float64)
+    per_pair = {
+        "epe": np.asarray(flow_lib.endpoint_error(out["raw_flow"][:n], tgt, tvis)),
+        "epe_zero_flow": np.asarray(flow_lib.endpoint_error(np.zeros_like(tgt), tgt, tvis)),
+        "vis_accuracy": correct.mean((1, 2)),
+        "vis_accuracy_human": (correct * human).sum((1, 2)) / np.maximum(human.sum((1, 2)), 1),
+    }
+    for k, v in per_pair.items():
+      sums[k] = sums.get(k, 0.0) + float(np.sum(v))
+    n_total += n
+  result = {k: v / max(n_total, 1) for k, v in sums.items()}
+  result["pairs"] = n_total
+  return result
+
+
+def evaluate_images(generate_fn, frozen, trained, examples, config, mesh, key: str) -> dict[str, float]:
+  """Mean L1 (images in [-1, 1]) over ``examples`` of ``generate()[key]``, of the warped source and
+  of the source copied unchanged, each against the target. Returns ``{'eval_l1/<name>': value}``."""
+  sums, n_total = {}, 0
+  for inputs, host, n in _eval_batches(examples, config, mesh):
+    out = jax.device_get(generate_fn(frozen, trained, inputs))
+    target = host["target_image"][:n]
+    for name, image in ((key, out[key]), ("warped_source", out["warped"]), ("source_copy", host["source_image"])):
+      sums[f"eval_l1/{name}"] = sums.get(f"eval_l1/{name}", 0.0) + float(np.sum(np.mean(np.abs(image[:n] - target), (1, 2, 3))))
+    n_total += n
+  return {k: v / max(n_total, 1) for k, v in sums.items()}
+
+
+def sample_columns(phase: str, out: dict, batch: dict) -> tuple[list[np.ndarray], str]:
+  """Sample-grid columns of a phase and their caption (rows = eval pairs)."""
+  from hpt_jax.train import loop
+  rows = min(4, len(batch["source_image"]))
+  out = {k: v[:rows] for k, v in jax.device_get(out).items()}
+  host = {k: v[:rows] for k, v in jax.device_get(batch).items()}
+  pose_rgb = loop.pose_to_rgb(host["target_pose"])
+  if phase == "flow":
+    m = max(float(np.abs(host["flow"]).max()), 1.0)
+    cols = [host["source_image"], pose_rgb, flow_lib.flow_to_rgb(host["flow"], m),
+            flow_lib.flow_to_rgb(out["flow"], m), flow_lib.visibility_to_rgb(host["visibility"]),
+            flow_lib.visibility_to_rgb(out["vis"]), out["warped"], host["target_image"]]
+    return cols, "source|pose|flow target|flow pred|vis target|vis pred|warped|target"
+  if phase == "generator":
+    return ([host["source_image"], pose_rgb, out["warped"], out["generated"], host["target_image"]],
+            "source|pose|warped|generated|target")
+  mask = np.repeat(out["mask"] * 2 - 1, 3, -1)
+  return ([host["source_image"], pose_rgb, out["warped"], out["generated"], mask, out["final"],
+           host["target_image"]], "source|pose|warped|generated|mask z|final|target")
+
+
+def _variables(state: PhaseState) -> dict:
+  return {k: {"params": state.params[k], "batch_stats": state.batch_stats[k]} for k in state.params}
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Runs the three DIAF phases in order, resuming from ``workdir``.
+
+  Workdir: ``checkpoints/{flow,generator,pixel_warp}/<step>/`` (Orbax: phase state + data-iterator
+  state), TensorBoard events, ``samples/<phase>_step_<N>.png``, ``config.json``,
+  ``flow_eval.json`` (EPE vs zero flow on ``eval_data``) and ``summary.json`` (final losses and
+  evaluation numbers of every phase). A phase whose latest checkpoint is at its ``total_steps``
+  is skipped (its final weights are restored for the next phases); an unfinished phase resumes
+  from its latest checkpoint.
+
+  Returns:
+    the summary dict also written to ``summary.json``.
+
+  Raises:
+    ValueError: an invalid config field (named).
+    input_pipeline.patn_format.DataError: bad data (names the file and row).
+    hpt_jax.weights.WeightsNotFoundError: perceptual weights missing.
+    hpt_jax.train.loop.NonFiniteLossError: a loss became NaN/Inf (names it and the step).
+  """
+  from input_pipeline import diaf_pipeline
+  from hpt_jax.train import loop
+
+  diaf_pipeline.validate_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  mesh = loop.make_mesh()
+  rep = loop.replicated(mesh)
+  local_batch = loop.per_process_batch_size(config.batch_size, mesh)
+  image_size = tuple(config.data.image_size)
+  if tuple(config.eval_data.image_size) != image_size:
+    raise ValueError(f"eval_data.image_size={tuple(config.eval_data.image_size)} must equal data.image_size={image_size}")
+
+  train_examples = diaf_pipeline.load_examples(config.data, logger=logging.info)
+  eval_examples = diaf_pipeline.load_examples(config.eval_data, logger=logging.info)
+  trainer = DIAFTrainer(config)
+  vgg_params = jax.device_put(load_perceptual_params(config), rep)
+
+  writer = loop.create_writer(workdir)
+  loop.write_config_json(workdir, config)
+  summary_path = os.path.join(workdir, "summary.json")
+  summary = {}
+  if os.path.exists(summary_path):
+    with open(summary_path) as f:
+      summary = json.load(f)
+
+  # Samples: the first eval batch (same shape as evaluation, so one compiled generate per phase).
+  sample_batch = next(_eval_batches(eval_examples, config, mesh))[0]
+  generate_fn = jax.jit(trainer.generate)
+
+  frozen: dict[str, Any] = {}
+  disc_from_generator = None
+  global_step = 0   # TensorBoard x-axis across phases
+  try:
+    for phase in PHASES:
+      total = config.phases[phase].total_steps
+      state = trainer.init_state(jax.random.fold_in(jax.random.PRNGKey(config.seed), PHASES.index(phase)), phase,
+                                 image_size)
+      if phase == "pixel_warp":   # the discriminator continues from the generator phase
+        state = state.replace(params={**state.params, "disc": disc_from_generator.params["disc"]},
+                              batch_stats={**state.batch_stats, "disc": disc_from_generator.batch_stats["disc"]},
+                              opt_state={**state.opt_state, "disc": disc_from_generator.opt_state["disc"]})
+      state = jax.device_put(state, rep)
+      ckpt = loop.StageCheckpointer(os.path.join(workdir, "checkpoints", phase), config.keep_checkpoints)
+      try:
+        latest = ckpt.latest_step()
+        if latest is not None and latest >= total:
+          state = ckpt.restore(state)
+          logging.info("phase %s: complete at step %d in %s, skipped", phase, int(state.step), ckpt.directory)
+        else:
+          dataset = diaf_pipeline.create_diaf_dataset(
+              train_examples, config, config.data, batch_size=local_batch, seed=config.seed + PHASES.index(phase),
+              train=True, shard_index=jax.process_index(), shard_count=jax.process_count())
+          train_iter = iter(dataset)
+          if latest is not None:
+            state = ckpt.restore(state, train_iter)
+            logging.info("phase %s: resumed from %s at step %d", phase, ckpt.directory, int(state.step))
+          logging.info("phase %s: %s parameters, %d steps", phase,
+                       {k: f"{count_params(v) / 1e6:.3f}M" for k, v in state.params.items()}, total)
+          state, last = _run_phase(trainer, phase, state, train_iter, frozen, vgg_params, config, mesh, rep,
+                                   ckpt, writer, workdir, generate_fn, sample_batch, global_step)
+          if last:
+            summary.setdefault(phase, {})["final_losses"] = last
+      finally:
+        ckpt.close()
+      global_step += total
+      frozen_vars = _variables(state)
+      if phase == "flow":
+        frozen["flow"] = frozen_vars["flow"]
+        if "flow_eval" not in summary:
+          result = evaluate_flow(generate_fn, {}, {"flow": frozen["flow"]}, eval_examples, config, mesh)
+          summary["flow_eval"] = result
+          with open(os.path.join(workdir, "flow_eval.json"), "w") as f:
+            json.dump(result, f, indent=2)
+          writer.write_scalars(global_step, {f"flow_eval/{k}": v for k, v in result.items()})
+          logging.info("flow module on %s (%d pairs): EPE %.3f px vs zero flow %.3f px; visibility accuracy "
+                       "%.3f (human pixels %.3f)", config.eval_data.pairs, result["pairs"], result["epe"],
+                       result["epe_zero_flow"], result["vis_accuracy"], result["vis_accuracy_human"])
+      elif phase == "generator":
+        frozen["generator"] = frozen_vars["generator"]
+        disc_from_generator = state
+        if "eval" not in summary.get("generator", {}):
+          summary.setdefault("generator", {})["eval"] = evaluate_images(
+              generate_fn, {"flow": frozen["flow"]}, _variables(state), eval_examples, config, mesh, "generated")
+          logging.info("generator on eval pairs: %s", summary["generator"]["eval"])
+      else:
+        if "eval" not in summary.get("pixel_warp", {}):
+          summary.setdefault("pixel_warp", {})["eval"] = evaluate_images(
+              generate_fn, frozen, _variables(state), eval_examples, config, mesh, "final")
+          logging.info("pixel warping on eval pairs: %s", summary["pixel_warp"]["eval"])
+      if jax.process_index() == 0:
+        with open(summary_path + ".tmp", "w") as f:
+          json.dump(summary, f, indent=2, sort_keys=True)
+        os.replace(summary_path + ".tmp", summary_path)
+  finally:
+    writer.close()
+  return summary
+
+
+def _run_phase(trainer, phase, state, train_iter, frozen, vgg_params, config, mesh, rep, ckpt, writer, workdir,
+               generate_fn, sample_batch, step_offset):
+  """The training loop of one phase; returns ``(state, last logged scalars)``."""
+  from input_pipeline import diaf_pipeline
+  from hpt_jax.train import loop
+
+  total = config.phases[phase].total_steps
+  if phase == "flow":
+    step_fn = jax.jit(trainer.flow_step, donate_argnums=0, out_shardings=(rep, rep))
+    call = lambda s, b: step_fn(s, b)  # noqa: E731
+  else:
+    fn = trainer.generator_step if phase == "generator" else trainer.pixel_warp_step
+    step_fn = jax.jit(fn, donate_argnums=0, out_shardings=(rep, rep))
+    call = lambda s, b: step_fn(s, b, frozen, vgg_params)  # noqa: E731
+  progress = loop.create_progress(total, writer)
+  start = step = int(state.step)
+  last = {}
+  t0 = time.time()
+  try:
+    while step < total:
+      batch = loop.shard_batch(diaf_pipeline.model_inputs(next(train_iter)), mesh)
+      state, metrics = call(state, batch)
+      step += 1
+      scalars = loop.host_scalars(metrics)
+      loop.check_finite(scalars, step)
+      if progress is not None:
+        progress(step)
+      if step % config.log_every_steps == 0 or step == total:
+        writer.write_scalars(step_offset + step, {f"{phase}/{k}" if "/" not in k else k: v for k, v in scalars.items()})
+        last = scalars
+        logging.info("%s step %d/%d (%.2f s/step): %s", phase, step, total, (time.time() - t0) / (step - start),
+                     ", ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items()) if "grad_norm" not in k))
+      if step % config.sample_every_steps == 0 or step == total:
+        out = generate_fn(frozen, _variables(state), sample_batch)
+        cols, caption = sample_columns(phase, out, sample_batch)
+        grid = loop.image_grid(cols)
+        loop.save_png(os.path.join(workdir, "samples", f"{phase}_step_{step}.png"), grid)
+        writer.write_images(step_offset + step, {f"samples/{phase}/{caption}": grid[None]})
+      if step % config.checkpoint_every_steps == 0 or step == total:
+        ckpt.save(step, state, train_iter)
+      writer.flush()
+  except KeyboardInterrupt:
+    if int(state.step) > start and ckpt.latest_step() != int(state.step):
+      logging.warning("interrupted in phase %s at step %d: saving a checkpoint before exiting", phase,
+                      int(state.step))
+      ckpt.save(int(state.step), state, train_iter)
+    raise
+  return state, last
