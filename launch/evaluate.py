@@ -14,6 +14,12 @@ Flags:
   --batch_size  pairs per jitted batch (default: config.batch_size).
   --max_pairs   only the first N pairs (a quick look).
   --[no]pckh    run the pose estimator for PCKh (default true; needs `python launch/fetch_models.py`).
+  --[no]fid     compute FID (and IS) with the FID Inception-v3 (default true; weights from
+                `python launch/fetch_models.py`).
+  --inception_weights     converted FID Inception weights (default $HPT_JAX_INCEPTION_WEIGHTS or
+                          ~/.cache/hpt_jax/inception_v3_fid.npz).
+  --inception_fc_weights  Inception classifier weights for the Inception Score (default
+                          $HPT_JAX_INCEPTION_FC_WEIGHTS; no package ships them: IS is n/a without).
 """
 
 import os
@@ -32,6 +38,13 @@ _PANELS = flags.DEFINE_bool("panels", False, "Also write PATN-style panels.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Pairs per batch (default config.batch_size).")
 _MAX_PAIRS = flags.DEFINE_integer("max_pairs", None, "Only the first N pairs.")
 _PCKH = flags.DEFINE_bool("pckh", True, "Run the pose estimator (PCKh, keypoint error curves).")
+_FID = flags.DEFINE_bool("fid", True, "Compute FID (and IS) with the FID Inception-v3.")
+_INCEPTION_WEIGHTS = flags.DEFINE_string(
+    "inception_weights", None, "Converted FID Inception weights (.npz; default "
+    "$HPT_JAX_INCEPTION_WEIGHTS or ~/.cache/hpt_jax/inception_v3_fid.npz).")
+_INCEPTION_FC_WEIGHTS = flags.DEFINE_string(
+    "inception_fc_weights", None, "Inception classifier weights for IS (.npz kernel [2048,1008] "
+    "or a PyTorch checkpoint with fc.weight; default $HPT_JAX_INCEPTION_FC_WEIGHTS).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -45,8 +58,11 @@ def main(argv):
   try:
     result = evaluation.evaluate(_CONFIG.value, _WORKDIR.value, step=_STEP.value,
                                  panels=_PANELS.value, batch_size=_BATCH_SIZE.value,
-                                 max_pairs=_MAX_PAIRS.value, pckh=_PCKH.value)
-  except (evaluation.CheckpointNotFoundError, evaluation.ConfigMismatchError, DataError) as e:
+                                 max_pairs=_MAX_PAIRS.value, pckh=_PCKH.value, fid=_FID.value,
+                                 inception_weights=_INCEPTION_WEIGHTS.value,
+                                 inception_fc_weights=_INCEPTION_FC_WEIGHTS.value)
+  except (evaluation.CheckpointNotFoundError, evaluation.ConfigMismatchError, DataError,
+          FileNotFoundError) as e:
     logging.error("%s: %s", type(e).__name__, e)
     print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
     sys.exit(1)

