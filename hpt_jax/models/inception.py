@@ -42,10 +42,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import zipfile
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +54,8 @@ from jax import lax
 
 __all__ = [
     "InceptionV3", "preprocess", "resize_bilinear_tf", "convert_torchscript", "read_torchscript",
-    "params_digest", "flatten_params", "unflatten_params", "check_params", "INPUT_SIZE",
+    "params_digest", "flatten_params", "unflatten_params", "check_params", "make_feature_fn",
+    "INPUT_SIZE",
     "FEATURE_DIM", "NUM_CLASSES", "BN_EPS", "INPUT_MAX",
 ]
 
