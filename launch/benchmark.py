@@ -1,10 +1,11 @@
-r"""Benchmarks one DRN training cycle (1-1-3) and the input pipeline; prints one JSON line.
+r"""Benchmarks one training step (DRN 1-1-3 cycle, or one HPN level's step) and the input pipeline; prints one JSON line.
 
 Usage::
 
   python launch/benchmark.py --config=configs/deepfashion_drn.py:benchmark
   python launch/benchmark.py --config=configs/deepfashion_drn.py:cpu --steps=5 --warmup=1
   python launch/benchmark.py --config=configs/deepfashion_drn.py:benchmark --flops_only
+  python launch/benchmark.py --config=configs/hpn_1024.py:benchmark --flops_only   # HPN 1024² level
 
 Flags:
   --config            ml_collections config (``file.py:preset``); every field can be overridden,
@@ -17,6 +18,7 @@ Flags:
   --flops_from        'lowered' (default, seconds) or 'compiled' (a second full compile): which CPU
                       HLO the FLOP count comes from (see below).
   --output            optional file the JSON line is appended to.
+  --level             HPN only: which level's step (default -1 = the last, 1024² in hpn_1024.py).
 
 What is measured (one JSON object on stdout; logs go to stderr):
 
@@ -83,6 +85,7 @@ def _define_flags() -> None:
   F["flops_from"] = flags.DEFINE_enum("flops_from", "lowered", ["lowered", "compiled"],
                                       "FLOP count from the CPU-lowered HLO (fast) or the CPU-compiled one.")
   F["output"] = flags.DEFINE_string("output", None, "Optional file to append the JSON line to.")
+  F["level"] = flags.DEFINE_integer("level", -1, "HPN only: level index to benchmark (-1 = the last).")
 
 
 # Dense (no sparsity) bf16 peak FLOP/s per device, from the vendors' data sheets. Matched in order
@@ -186,7 +189,7 @@ def compiled_memory(compiled) -> dict | None:
   return out
 
 
-def measure_pipeline(config, num_batches: int) -> dict:
+def measure_pipeline(config, num_batches: int, workload: dict | None = None) -> dict:
   """Input-pipeline pairs/s on ``config.data`` (guarded: errors are returned, not raised)."""
   out = {"pipeline_pairs_per_s": None, "pipeline_batches": num_batches,
          "pipeline_num_workers": int(config.data.num_workers)}
@@ -203,11 +206,16 @@ def measure_pipeline(config, num_batches: int) -> dict:
       examples, _ = patn_format.load_pair_examples(
           d.images, d.annotations, d.pairs, keypoint_x_offset=d.keypoint_x_offset,
           skip_bad=d.skip_bad_examples)
+    extra = {}
+    image_size = tuple(config.data.image_size)
+    if workload is not None and config.model_name == "hpn":
+      image_size = workload["image_size"]
+      extra = dict(pose_maps=False, local_descriptors=workload["trainer"].num_local)
     ds = pipeline.create_pair_dataset(
-        examples, image_size=tuple(config.data.image_size), sigma=config.pose.sigma,
+        examples, image_size=image_size, sigma=config.pose.sigma,
         batch_size=config.batch_size // jax.process_count(), seed=config.seed, train=True,
         flip=config.data.flip, shard_index=jax.process_index(), shard_count=jax.process_count(),
-        num_workers=config.data.num_workers)
+        num_workers=config.data.num_workers, **extra)
     it = iter(ds)
     out["pipeline_pairs_per_s"] = float(pipeline.pipeline_throughput(it, num_batches, warmup_batches=1))
     out["pipeline_examples"] = len(examples)
@@ -220,8 +228,57 @@ def measure_pipeline(config, num_batches: int) -> dict:
   return out
 
 
+def hpn_synthetic_batch(batch_size: int, image_size, num_local: int, seed: int = 0) -> dict:
+  """Random HPN host batch: images in [-1, 1], keypoints inside the image, their local boxes."""
+  import numpy as np
+  from hpt_jax import pose
+  rng = np.random.default_rng(seed)
+  h, w = image_size
+  kp = np.stack([rng.uniform(0, h - 1, (batch_size, 18)), rng.uniform(0, w - 1, (batch_size, 18))], -1)
+  batch = {
+      "source_image": rng.uniform(-1, 1, (batch_size, h, w, 3)).astype(np.float32),
+      "target_image": rng.uniform(-1, 1, (batch_size, h, w, 3)).astype(np.float32),
+      "target_keypoints": kp.astype(np.float32),
+  }
+  if num_local:
+    batch["target_boxes"], batch["target_box_valid"] = pose.local_descriptor_boxes(kp, num_local, (h, w))
+  return batch
+
+
+def build_workload(config, level: int | None = None) -> dict:
+  """The trainer, its init function, a synthetic-batch factory and record fields for a config.
+
+  DRN: one 1-1-3 cycle at ``config.data.image_size``. HPN: one step of level ``level`` (default
+  the last, e.g. 1024² for ``configs/hpn_1024.py``).
+
+  Raises:
+    app.UsageError: unknown ``config.model_name`` or level.
+  """
+  if config.model_name == "drn":
+    from hpt_jax.train import drn
+    image_size = tuple(int(s) for s in config.data.image_size)
+    trainer = drn.DRNTrainer(config)
+    return {"trainer": trainer, "image_size": image_size,
+            "init": functools.partial(trainer.init_state, image_shape=image_size),
+            "batch": lambda b: synthetic_batch(b, image_size, seed=config.seed),
+            "record": {"d_updates": int(config.d_updates)}}
+  if config.model_name == "hpn":
+    from hpt_jax.train import hpn
+    levels = int(config.model.num_levels)
+    level = levels - 1 if level is None or level < 0 else level
+    if level >= levels:
+      raise app.UsageError(f"--level={level}: the config has {levels} levels")
+    trainer = hpn.HPNTrainer(config, level)
+    return {"trainer": trainer, "image_size": trainer.image_size, "init": trainer.init_state,
+            "batch": lambda b: hpn_synthetic_batch(b, trainer.image_size, trainer.num_local, config.seed),
+            "record": {"level": trainer.name, "local_descriptors": trainer.num_local,
+                       "local_discriminator": trainer.use_local_disc}}
+  raise app.UsageError(f"config.model_name={config.model_name!r}: the benchmark knows 'drn' and 'hpn'")
+
+
 def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline_batches: int,
-                  flops_from: str = "lowered", config_name: str = "", overrides: dict | None = None) -> dict:
+                  flops_from: str = "lowered", config_name: str = "", overrides: dict | None = None,
+                  level: int | None = None) -> dict:
   """Runs the measurements and returns the JSON-able record (see the module docstring)."""
   import jax
   import numpy as np
@@ -232,9 +289,9 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
   n_dev = mesh.devices.size
   if config.batch_size % n_dev:
     raise app.UsageError(f"config.batch_size={config.batch_size} must be divisible by the {n_dev} devices")
-  image_size = tuple(int(s) for s in config.data.image_size)
   rep = loop.replicated(mesh)
-  trainer = drn.DRNTrainer(config)
+  workload = build_workload(config, level)
+  trainer, image_size = workload["trainer"], workload["image_size"]
   vgg_params = drn.load_perceptual_params(config)
 
   record = {
@@ -250,22 +307,20 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
       "global_batch": int(config.batch_size),
       "image_size": list(image_size),
       "dtype": config.dtype,
-      "d_updates": int(config.d_updates),
       "jax_version": jax.__version__,
       "date": datetime.date.today().isoformat(),
   }
+  record.update(workload["record"])
 
   step_fn = jax.jit(trainer.train_step, donate_argnums=0, out_shardings=(rep, rep))
   rng = jax.random.PRNGKey(config.seed)
-  host_batch = synthetic_batch(config.batch_size // jax.process_count(), image_size, seed=config.seed)
+  host_batch = workload["batch"](config.batch_size // jax.process_count())
   if flops_only:
-    state = loop.abstract_like(
-        jax.eval_shape(functools.partial(trainer.init_state, image_shape=image_size), rng), rep)
+    state = loop.abstract_like(jax.eval_shape(workload["init"], rng), rep)
     batch = loop.abstract_like(host_batch, loop.batch_sharding(mesh))
     vgg = loop.abstract_like(vgg_params, rep)
   else:
-    init_fn = jax.jit(trainer.init_state, static_argnums=1, out_shardings=rep)
-    state = init_fn(rng, image_size)
+    state = jax.jit(workload["init"], out_shardings=rep)(rng)
     batch = loop.shard_batch(host_batch, mesh)
     vgg = jax.device_put(vgg_params, rep)
   record["params"] = drn.count_params(state.params)
@@ -320,7 +375,7 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
   record["steps"] = 0 if flops_only else steps
   record["warmup"] = 0 if flops_only else warmup
 
-  record.update(measure_pipeline(config, pipeline_batches))
+  record.update(measure_pipeline(config, pipeline_batches, workload))
   record["tensorflow_imported"] = "tensorflow" in sys.modules
   return record
 
@@ -342,7 +397,8 @@ def main(argv):
   config_name = _config_arg() or flags.FLAGS["config"].default
   record = run_benchmark(F["config"].value, steps=F["steps"].value, warmup=F["warmup"].value,
                          flops_only=F["flops_only"].value, pipeline_batches=F["pipeline_batches"].value,
-                         flops_from=F["flops_from"].value, config_name=config_name, overrides=_overrides())
+                         flops_from=F["flops_from"].value, config_name=config_name, overrides=_overrides(),
+                         level=F["level"].value)
   line = json.dumps(record, sort_keys=True, default=str)
   import jax
   if jax.process_index() == 0:

@@ -62,3 +62,13 @@ def adam_decoupled(b1: float, b2: float, eps: float, weight_decay: float) -> opt
 def apply_updates(params, updates, lr: jax.Array):
   """``params − lr · updates`` leaf-wise, keeping each parameter's dtype."""
   return jax.tree.map(lambda p, u: (p - lr * u).astype(p.dtype), params, updates)
+
+
+def adam_l2(b1: float, b2: float, eps: float, weight_decay: float) -> optax.GradientTransformation:
+  """Adam with *coupled* L2 weight decay, as ``torch.optim.Adam(weight_decay=wd)``.
+
+  ``wd · param`` is added to the gradient before the moment estimates (not decoupled as AdamW).
+  HPN (paper 000 §3.4) says "Adam with a weight decay of 5e-4" — PyTorch's Adam semantics, the
+  usual reading. The learning rate is applied by :func:`apply_updates`.
+  """
+  return optax.chain(optax.add_decayed_weights(weight_decay), optax.scale_by_adam(b1=b1, b2=b2, eps=eps))
