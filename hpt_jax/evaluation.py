@@ -30,7 +30,9 @@ Protocol (``docs/evaluation.md`` has the details and sources):
   pose estimator on real targets is the ceiling for PCKh; the image-similarity metrics of the
   target against itself are trivial and shown as ``—``).
 * Columns: SSIM (PATN protocol, :func:`hpt_jax.metrics.ssim.ssim_patn`), SSIM (plain, 256×176,
-  range 255), MS-SSIM (range 255, needs >= 161 px per side), LPIPS-VGG and LPIPS-Alex, PCKh
+  range 255), MS-SSIM (range 255, needs >= 161 px per side), local-SSIM (HPN §4.2: the SSIM map
+  averaged in the 44 local-descriptor boxes of the annotated target pose,
+  :func:`hpt_jax.pose.local_descriptor_boxes`), LPIPS-VGG and LPIPS-Alex, PCKh
   (MediaPipe BlazePose on the generated image vs the annotated target keypoints, PATN's rule),
   FID and IS (below).
 * FID: the standard FID Inception-v3 (:class:`hpt_jax.metrics.fid.InceptionFeatures`, weights
@@ -64,6 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from hpt_jax import pose as pose_lib
 from hpt_jax.train import loop
 from hpt_jax.train.drn import MODEL_KEYS
 
@@ -73,6 +76,7 @@ COLUMNS = {
     "ssim_patn": "SSIM (PATN) ↑",
     "ssim_plain": "SSIM (plain) ↑",
     "ms_ssim": "MS-SSIM ↑",
+    "local_ssim": "local-SSIM ↑",
     "lpips_vgg": "LPIPS-VGG ↓",
     "lpips_alex": "LPIPS-Alex ↓",
     "pckh": "PCKh ↑",
@@ -83,8 +87,8 @@ COLUMNS = {
 KEC_THRESHOLDS = (5.0, 10.0, 20.0)
 #: Rows whose images are predictions (the ground-truth row is the target itself).
 _PRED_ROWS = ROWS[:3]
-_IMAGE_METRICS = ("ssim_patn", "ssim_plain", "ms_ssim", "lpips_vgg", "lpips_alex")
-_TRIVIAL = {"ssim_patn": 1.0, "ssim_plain": 1.0, "ms_ssim": 1.0, "lpips_vgg": 0.0,
+_IMAGE_METRICS = ("ssim_patn", "ssim_plain", "ms_ssim", "local_ssim", "lpips_vgg", "lpips_alex")
+_TRIVIAL = {"ssim_patn": 1.0, "ssim_plain": 1.0, "ms_ssim": 1.0, "local_ssim": 1.0, "lpips_vgg": 0.0,
             "lpips_alex": 0.0, "fid": 0.0}
 IS_NA = ("n/a (the Inception Score needs the Inception-v3 ImageNet classifier (2048x1008 "
          "softmax/logits) weights, which no installable package ships: pass "
@@ -481,6 +485,9 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
     target = _pad_to(np.stack(real[n:]), batch_size)
     target_dev = jnp.asarray(target)
     target_float = target_dev.astype(jnp.float32) / 127.5 - 1.0
+    # HPN §4.2 local-SSIM: the 44 local-descriptor boxes of the annotated target pose.
+    boxes, _ = pose_lib.local_descriptor_boxes(np.stack([e.target_keypoints for e in exs]), 44, stored_hw)
+    boxes = _pad_to(boxes, batch_size)
     row_images = {"model (refined)": gen["refined"], "coarse (G_P only)": gen["coarse"],
                   "source copied": jnp.asarray(source)}
     for row, images in row_images.items():
@@ -488,6 +495,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
                 "ssim_plain": ssim_lib.ssim_plain(images, target_dev)}
       if ms_ssim_ok:
         scores["ms_ssim"] = ssim_lib.ms_ssim(images, target_dev, 255.0)
+      scores["local_ssim"] = ssim_lib.local_ssim(images, target_dev, boxes, 255.0)
       images_float = images.astype(jnp.float32) / 127.5 - 1.0
       for key, net in lpips_nets.items():
         scores[key] = net(images_float, target_float)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from configs import deepfashion_drn
-from hpt_jax import evaluation
+from hpt_jax import evaluation, pose
 from hpt_jax.metrics import lpips as lpips_lib
 from hpt_jax.metrics import pose_estimator
 from hpt_jax.metrics import ssim as ssim_lib
@@ -62,7 +62,7 @@ def test_evaluate_writes_images_panels_and_table(evaluated):
       assert value is not None or f"{row}/{col}" in metrics["notes"], (row, col)
   for row in evaluation.ROWS[:3]:
     r = metrics["rows"][row]
-    for col in ("ssim_patn", "ssim_plain", "ms_ssim"):
+    for col in ("ssim_patn", "ssim_plain", "ms_ssim", "local_ssim"):
       assert -1.0 <= r[col] <= 1.0, (row, col)
     assert r["lpips_vgg"] >= 0 and r["lpips_alex"] >= 0
   gt = metrics["rows"]["ground truth"]
@@ -108,6 +108,12 @@ def test_source_copied_row_matches_metric_functions(evaluated):
   for key, fn in (("ssim_plain", ssim_lib.ssim_plain), ("ssim_patn", ssim_lib.ssim_patn),
                   ("ms_ssim", lambda a, b: ssim_lib.ms_ssim(a, b, 255.0))):
     np.testing.assert_allclose(row[key], float(np.mean(_in_fours(fn, src, tgt))), rtol=1e-5, err_msg=key)
+  # local-SSIM (HPN §4.2): SSIM map averaged in the 44 local-descriptor boxes of the target pose.
+  boxes, valid = pose.local_descriptor_boxes(np.stack([e.target_keypoints for e in examples]), 44, (256, 176))
+  assert valid.sum(axis=1).min() >= 18
+  local = _in_fours(lambda a, b, bx: ssim_lib.local_ssim(a, b, bx, 255.0), src, tgt, boxes)
+  np.testing.assert_allclose(row["local_ssim"], float(np.mean(local)), rtol=1e-5)
+  assert row["local_ssim"] != pytest.approx(row["ssim_plain"], abs=1e-3)   # a different number
   lp = _in_fours(lambda a, b: lpips_lib.lpips_distance(a / 127.5 - 1.0, b / 127.5 - 1.0, "vgg"), src, tgt)
   np.testing.assert_allclose(row["lpips_vgg"], float(np.mean(lp)), rtol=1e-4)
 
