@@ -86,3 +86,20 @@ def test_peak_table():
   assert benchmark.peak_bf16_flops(dev("TPU v6 lite", "tpu")) == 918e12
   assert benchmark.peak_bf16_flops(dev("TPU v4", "tpu")) == 275e12
   assert benchmark.peak_bf16_flops(dev("cpu", "cpu")) is None
+
+
+def test_hpn_workload_is_the_last_level_step():
+  """--config=configs/hpn_1024.py benchmarks the 1024² level: 44 boxes, local discriminator."""
+  import jax
+  sys.path.insert(0, os.path.join(_REPO, "launch"))
+  import benchmark
+  from configs import hpn_1024
+  config = hpn_1024.get_config("tiny")
+  w = benchmark.build_workload(config)
+  assert w["image_size"] == (1024, 1024)
+  assert w["record"] == {"level": "level_1024x1024", "local_descriptors": 44, "local_discriminator": True}
+  batch = w["batch"](2)
+  assert batch["source_image"].shape == (2, 1024, 1024, 3) and batch["target_boxes"].shape == (2, 44, 4)
+  state = jax.eval_shape(w["init"], jax.random.PRNGKey(0))
+  assert "local_disc" in state.params and "to_rgb_1024x1024" in state.params["generator"]
+  assert benchmark.build_workload(config, level=1)["image_size"] == (128, 128)
