@@ -22,7 +22,7 @@ Presets (``--config=configs/deepfashion_diaf.py:PRESET``):
   the paper gives no flow schedule). Needs an accelerator.
 * ``cpu`` — real-sample run on 2 CPU cores: 128×128, flow nf 8 (5 levels), generator and pixel-warp
   nets nf 8 (cap 32) with 6 scales (bottleneck 2×2 as the paper's), ndf 16, batch 4,
-  VGG taps to relu3_1; 600 flow / 300 generator (GAN from 150) / 100 pixel-warp steps.
+  VGG taps to relu3_1; 600 flow / 200 generator (GAN from 100) / 100 pixel-warp steps.
 * ``tiny`` — tests: 64×64, widths 4, 2–3 levels, one residual block per level, batch 2, 2 steps per phase.
 
 Every field can be overridden on the command line (``--config.phases.flow.total_steps=50``).
@@ -139,8 +139,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 100
     config.sample_every_steps = 100
     config.phases.flow.total_steps = 600
-    config.phases.generator.total_steps = 300
-    config.phases.generator.gan_start_step = 150
+    config.phases.generator.total_steps = 200
+    config.phases.generator.gan_start_step = 100
     config.phases.pixel_warp.total_steps = 100
     for d in (config.data, config.eval_data):
       d.image_size = (128, 128)
