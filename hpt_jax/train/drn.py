@@ -332,8 +332,6 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
   if start == 0:
     writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
                           for k, v in loop.flatten_config(config).items()})
-  progress = loop.create_progress(config.total_steps, writer)
-
   step_fn = jax.jit(trainer.train_step, donate_argnums=0, out_shardings=(rep, rep))
   generate_fn = jax.jit(trainer.generate)
   sample_n = min(4, len(eval_examples))
@@ -342,37 +340,25 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
       seed=config.seed, train=False, flip=False, drop_remainder=False)
   sample_batch = jax.device_put(_model_inputs(next(iter(sample_ds))), rep)
 
-  eval_batches = None
+  def sample_fn(step, state):
+    grid = loop.image_grid(sample_columns(generate_fn, state.params, sample_batch))
+    loop.save_png(os.path.join(workdir, "samples", f"step_{step}.png"), grid)
+    return {"samples/source|pose|coarse|refined|target": grid}
+
+  eval_fn = None
   if config.eval_every_steps:
     from hpt_jax import evaluation
     eval_batches = evaluation.training_eval_batches(config)
+    eval_fn = lambda state: evaluation.cheap_metrics(trainer, state.params, eval_batches)  # noqa: E731
 
-  step = start
   try:
-    while step < config.total_steps:
-      batch = loop.shard_batch(_model_inputs(next(train_iter)), mesh)
-      state, metrics = step_fn(state, batch, vgg_params)
-      step += 1
-      scalars = loop.host_scalars(metrics)
-      loop.check_finite(scalars, step)
-      if progress is not None:
-        progress(step)
-      if step % config.log_every_steps == 0 or step == config.total_steps:
-        writer.write_scalars(step, scalars)
-      if step % config.sample_every_steps == 0 or step == config.total_steps:
-        grid = loop.image_grid(sample_columns(generate_fn, state.params, sample_batch))
-        loop.save_png(os.path.join(workdir, "samples", f"step_{step}.png"), grid)
-        writer.write_images(step, {"samples/source|pose|coarse|refined|target": grid[None]})
-      if eval_batches is not None and (step % config.eval_every_steps == 0 or step == config.total_steps):
-        writer.write_scalars(step, evaluation.cheap_metrics(trainer, state.params, eval_batches))
-      if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
-        ckpt.save(step, state, train_iter)
-      writer.flush()
-  except KeyboardInterrupt:
-    if int(state.step) > start and ckpt.latest_step() != int(state.step):
-      logging.warning("interrupted at step %d: saving a checkpoint before exiting", int(state.step))
-      ckpt.save(int(state.step), state, train_iter)
-    raise
+    state, _ = loop.run_steps(
+        state, lambda s, b: step_fn(s, b, vgg_params),
+        lambda: loop.shard_batch(_model_inputs(next(train_iter)), mesh),
+        total_steps=config.total_steps, ckpt=ckpt, data_iter=train_iter, writer=writer,
+        log_every=config.log_every_steps, checkpoint_every=config.checkpoint_every_steps,
+        sample_every=config.sample_every_steps, sample_fn=sample_fn,
+        eval_every=config.eval_every_steps, eval_fn=eval_fn)
   finally:
     ckpt.close()
     writer.close()

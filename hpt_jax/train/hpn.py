@@ -453,39 +453,26 @@ def _train_level(config, workdir, trainer, ckpt, latest, previous, level, root, 
   sample_batch = jax.device_put(_model_inputs({k: v[:sample_n] for k, v in eval_batches[0].items()}), rep)
   step_fn = jax.jit(trainer.train_step, donate_argnums=0, out_shardings=(rep, rep))
   generate_fn = jax.jit(trainer.generate)
-  progress = loop.create_progress(trainer.steps, writer)
-  start = step = int(state.step)
+
+  def sample_fn(step, state):
+    out = np.asarray(generate_fn(state.params, state.batch_stats, sample_batch))
+    host = jax.device_get(sample_batch)
+    grid = loop.image_grid([host["source_image"], _keypoint_panel(host["target_keypoints"], trainer),
+                            out, host["target_image"]])
+    loop.save_png(os.path.join(workdir, "samples", f"{trainer.name}_step_{step}.png"), grid)
+    return {"samples/source|pose|generated|target": grid}
+
   offset = level * trainer.steps          # TensorBoard x-axis: global step over the levels
   prefix = f"{trainer.name}/"
-  try:
-    while step < trainer.steps:
-      batch = loop.shard_batch(_model_inputs(next(train_iter)), mesh)
-      state, metrics = step_fn(state, batch, vgg_params)
-      step += 1
-      scalars = loop.host_scalars(metrics)
-      loop.check_finite(scalars, step)
-      if progress is not None:
-        progress(step)
-      last = step == trainer.steps
-      if step % config.log_every_steps == 0 or last:
-        writer.write_scalars(offset + step, {prefix + k: v for k, v in scalars.items()})
-      if step % config.sample_every_steps == 0 or last:
-        out = np.asarray(generate_fn(state.params, state.batch_stats, sample_batch))
-        host = jax.device_get(sample_batch)
-        grid = loop.image_grid([host["source_image"], _keypoint_panel(host["target_keypoints"], trainer),
-                                out, host["target_image"]])
-        loop.save_png(os.path.join(workdir, "samples", f"{trainer.name}_step_{step}.png"), grid)
-        writer.write_images(offset + step, {f"{prefix}samples/source|pose|generated|target": grid[None]})
-      if step % config.checkpoint_every_steps == 0 or last:
-        ckpt.save(step, state, train_iter)
-      writer.flush()
-  except KeyboardInterrupt:
-    if int(state.step) > start and ckpt.latest_step() != int(state.step):
-      logging.warning("interrupted at step %d of %s: saving a checkpoint", int(state.step), trainer.name)
-      ckpt.save(int(state.step), state, train_iter)
-    raise
+  state, scalars = loop.run_steps(
+      state, lambda s, b: step_fn(s, b, vgg_params),
+      lambda: loop.shard_batch(_model_inputs(next(train_iter)), mesh),
+      total_steps=trainer.steps, ckpt=ckpt, data_iter=train_iter, writer=writer,
+      log_every=config.log_every_steps, checkpoint_every=config.checkpoint_every_steps,
+      sample_every=config.sample_every_steps, sample_fn=sample_fn, step_offset=offset, prefix=prefix)
+  step = int(state.step)
   result = level_eval_metrics(trainer, state, eval_batches)
-  result.update({"level": trainer.name, "step": step, "final_train_metrics": scalars if step > start else {}})
+  result.update({"level": trainer.name, "step": step, "final_train_metrics": scalars})
   writer.write_scalars(offset + step, {prefix + k: v for k, v in result.items() if k.startswith("eval/")})
   os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
   with open(os.path.join(workdir, "eval", f"{trainer.name}.json"), "w") as f:

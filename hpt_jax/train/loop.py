@@ -311,3 +311,67 @@ def host_scalars(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
   """Fetches a dict of scalar device arrays as Python floats (one transfer)."""
   fetched = jax.device_get(dict(metrics))
   return {k: float(np.asarray(v)) for k, v in fetched.items()}
+
+
+# -------------------------------------------------------------- the step loop
+def run_steps(state: Any, step_fn, next_batch, *, total_steps: int, ckpt: "StageCheckpointer",
+              data_iter, writer, log_every: int, checkpoint_every: int, sample_every: int = 0,
+              sample_fn=None, eval_every: int = 0, eval_fn=None, step_offset: int = 0,
+              prefix: str = "") -> tuple[Any, dict[str, float]]:
+  """The training loop every model shares: steps, logging, samples, eval, checkpoints, Ctrl-C.
+
+  Runs ``state, metrics = step_fn(state, next_batch())`` from ``int(state.step)`` until
+  ``total_steps``. After each step: the metrics are fetched and checked (:func:`check_finite`), the
+  progress report is updated; every ``log_every`` steps the scalars are written, every
+  ``sample_every`` steps ``sample_fn(step, state)`` → ``{tag: uint8 [H, W, 3] grid}`` is written as
+  images, every ``eval_every`` steps ``eval_fn(state)`` → ``{tag: float}`` as scalars, and every
+  ``checkpoint_every`` steps the state and ``data_iter`` are saved. The last step does all of
+  them (for the callbacks that are given). A ``KeyboardInterrupt`` between steps saves the state
+  reached, then propagates. TensorBoard steps are ``step_offset + step`` and tags get ``prefix``.
+
+  Args:
+    state: a train-state pytree with an int ``step`` field (steps already completed).
+    step_fn: jitted ``(state, batch) -> (state, metrics)``; the state may be donated.
+    next_batch: ``() -> batch`` (device arrays, already sharded).
+    total_steps: stop after this step.
+    ckpt: the stage's :class:`StageCheckpointer`; data_iter: the grain iterator saved with it.
+    writer: a clu metric writer (:func:`create_writer`).
+    log_every, checkpoint_every, sample_every, eval_every: periods in steps (0 = only the last
+      step for logging/checkpoints; callbacks that are None never run).
+
+  Returns:
+    ``(state, scalars)``: the final state and the last step's host scalars ({} if no step ran).
+
+  Raises:
+    NonFiniteLossError: a metric became NaN/Inf (the last periodic checkpoint is kept).
+  """
+  start = step = int(state.step)
+  progress = create_progress(total_steps, writer)
+  scalars: dict[str, float] = {}
+
+  def due(every: int) -> bool:
+    return step == total_steps or (every > 0 and step % every == 0)
+
+  try:
+    while step < total_steps:
+      state, metrics = step_fn(state, next_batch())
+      step += 1
+      scalars = host_scalars(metrics)
+      check_finite(scalars, step)
+      if progress is not None:
+        progress(step)
+      if due(log_every):
+        writer.write_scalars(step_offset + step, {prefix + k: v for k, v in scalars.items()})
+      if sample_fn is not None and due(sample_every):
+        writer.write_images(step_offset + step, {prefix + k: v[None] for k, v in sample_fn(step, state).items()})
+      if eval_fn is not None and due(eval_every):
+        writer.write_scalars(step_offset + step, {prefix + k: v for k, v in eval_fn(state).items()})
+      if due(checkpoint_every):
+        ckpt.save(step, state, data_iter)
+      writer.flush()
+  except KeyboardInterrupt:
+    if int(state.step) > start and ckpt.latest_step() != int(state.step):
+      logging.warning("interrupted at step %d: saving a checkpoint before exiting", int(state.step))
+      ckpt.save(int(state.step), state, data_iter)
+    raise
+  return state, scalars
