@@ -103,6 +103,10 @@ class CheckpointNotFoundError(FileNotFoundError):
   """No (or not the requested) checkpoint; the message names the folder and how to get one."""
 
 
+class UnsupportedModelError(ValueError):
+  """The config's model has no full evaluation (only DRN so far); the message says where its metrics are."""
+
+
 class ConfigMismatchError(ValueError):
   """The checkpoint was trained with another model config; the message lists the differences."""
 
@@ -172,7 +176,11 @@ def restore_params(config, workdir: str, step: int | None = None, mesh=None):
   from hpt_jax.train import drn as drn_train
 
   if config.model_name != "drn":
-    raise ValueError(f"config.model_name={config.model_name!r}: only 'drn' can be evaluated")
+    raise UnsupportedModelError(
+        f"config.model_name={config.model_name!r}: launch/evaluate.py evaluates DRN runs only so far. "
+        "HPN runs write SSIM, local-SSIM and LPIPS of the eval pairs at the end of every level to "
+        "<workdir>/eval/level_<H>x<W>.json; DIAF runs write the flow EPE and generator metrics of "
+        "each phase to <workdir>/eval/ (docs/hpn.md, docs/diaf.md)")
   directory = checkpoint_dir(config, workdir)
   steps = _checkpoint_steps(directory)
   if not steps:

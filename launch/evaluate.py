@@ -61,8 +61,8 @@ def main(argv):
                                  max_pairs=_MAX_PAIRS.value, pckh=_PCKH.value, fid=_FID.value,
                                  inception_weights=_INCEPTION_WEIGHTS.value,
                                  inception_fc_weights=_INCEPTION_FC_WEIGHTS.value)
-  except (evaluation.CheckpointNotFoundError, evaluation.ConfigMismatchError, DataError,
-          FileNotFoundError) as e:
+  except (evaluation.CheckpointNotFoundError, evaluation.ConfigMismatchError,
+          evaluation.UnsupportedModelError, DataError, FileNotFoundError) as e:
     logging.error("%s: %s", type(e).__name__, e)
     print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
     sys.exit(1)

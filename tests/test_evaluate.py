@@ -190,3 +190,9 @@ def test_cheap_metrics(tiny_run):
   np.testing.assert_allclose(out["eval/ssim_plain"], ref_ssim, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(out["eval/l1"], float(np.mean(np.abs(refined - target))), rtol=1e-4)
   assert -1 <= out["eval/ssim_plain_coarse"] <= 1 and out["eval/l1_coarse"] >= 0
+
+
+def test_models_without_full_evaluation_say_where_their_metrics_are(tmp_path):
+  from configs import deepfashion_hpn
+  with pytest.raises(evaluation.UnsupportedModelError, match=r"eval/level_<H>x<W>\.json"):
+    evaluation.restore_params(deepfashion_hpn.get_config("tiny"), str(tmp_path))
