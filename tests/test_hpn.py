@@ -240,8 +240,10 @@ def test_levels_checkpoints_and_resume(tmp_path):
                  jax.device_get(a.params), jax.device_get(other.params))
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
                  jax.device_get(a.batch_stats), jax.device_get(other.batch_stats))
-  # (3) A finished run reruns as a no-op over complete levels.
-  assert sorted(os.listdir(os.path.join(straight, "checkpoints", "level_32x24")), key=int)[-1] == "4"
+  # (3) A finished run reruns as a no-op: no level trains again, the final state comes back.
+  d = hpn.train_and_evaluate(config, straight)
+  assert sorted(os.listdir(os.path.join(straight, "checkpoints", "level_32x24")), key=int) == ["1", "2", "3", "4"]
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.params), jax.device_get(d.params))
 
 
 def test_bad_local_descriptor_config_names_the_field():

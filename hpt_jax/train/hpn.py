@@ -367,6 +367,9 @@ def train_and_evaluate(config, workdir: str) -> HPNState:
   skipped; a partial level resumes from its latest checkpoint; a new level starts from the previous
   level's final weights (restored from its folder if this process did not train it).
 
+  Returns:
+    the final level's state (restored from its folder when every level was already complete).
+
   Raises:
     ValueError: bad config fields (names them).
     input_pipeline.patn_format.DataError: bad data (names the file and row).
@@ -392,21 +395,25 @@ def train_and_evaluate(config, workdir: str) -> HPNState:
 
   previous: HPNState | None = None
   state = None
-  for level in range(len(sizes)):
-    trainer = HPNTrainer(config, level)
-    ckpt = loop.StageCheckpointer(os.path.join(workdir, "checkpoints", trainer.name), config.keep_checkpoints)
-    try:
-      latest = ckpt.latest_step()
-      if latest is not None and latest >= trainer.steps:
-        logging.info("%s: complete (%d steps), skipped", trainer.name, latest)
-        previous = None
-        continue
-      state = _train_level(config, workdir, trainer, ckpt, latest, previous, level, root, mesh, rep,
-                           local_batch, train_examples, eval_examples, vgg_params, writer)
-      previous = state
-    finally:
-      ckpt.close()
-  writer.close()
+  try:
+    for level in range(len(sizes)):
+      trainer = HPNTrainer(config, level)
+      ckpt = loop.StageCheckpointer(os.path.join(workdir, "checkpoints", trainer.name), config.keep_checkpoints)
+      try:
+        latest = ckpt.latest_step()
+        if latest is not None and latest >= trainer.steps:
+          logging.info("%s: complete (%d steps), skipped", trainer.name, latest)
+          previous = None
+          continue
+        state = _train_level(config, workdir, trainer, ckpt, latest, previous, level, root, mesh, rep,
+                             local_batch, train_examples, eval_examples, vgg_params, writer)
+        previous = state
+      finally:
+        ckpt.close()
+  finally:
+    writer.close()
+  if state is None:                      # every level was already complete
+    state = _restore_level(config, workdir, len(sizes) - 1, rep)
   return state
 
 
