@@ -23,7 +23,7 @@ Presets (``--config=configs/deepfashion_diaf.py:PRESET``):
 * ``cpu`` — real-sample run on 2 CPU cores: 128×128, flow nf 8 (5 levels), generator and pixel-warp
   nets nf 8 (cap 32) with 6 scales (bottleneck 2×2 as the paper's), ndf 16, batch 4,
   VGG taps to relu3_1; 600 flow / 200 generator (GAN from 100) / 100 pixel-warp steps.
-* ``tiny`` — tests: 64×64, widths 4, 2–3 levels, one residual block per level, batch 2, 2 steps per phase.
+* ``tiny`` — tests: 64×64, widths 4, 2 levels, one residual block per level, 1-layer PatchGAN, batch 2, 2 steps per phase.
 
 Every field can be overridden on the command line (``--config.phases.flow.total_steps=50``).
 """
@@ -168,9 +168,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     config.flow_targets.limb_radius = 4.0
     config.flow_model.update(dict(nf=4, max_nf=16, n_levels=2))
     config.loss.flow_scale_weights = (0.32, 0.16)
-    config.model.update(dict(nf=4, max_nf=8, n_scales=3, n_warp_scales=2, n_res_blocks=1))
-    config.pixel_warp_model.update(dict(nf=4, max_nf=8, n_scales=3))
-    config.disc.update(dict(ndf=4, n_layers=2))
+    config.model.update(dict(nf=4, max_nf=8, n_scales=2, n_warp_scales=2, n_res_blocks=1))
+    config.pixel_warp_model.update(dict(nf=4, max_nf=8, n_scales=2))
+    config.disc.update(dict(ndf=4, n_layers=1))
     config.perceptual.taps = ("relu1_1",)
     config.perceptual.random_init = True
     config.flow_optimizer.decay_every_steps = 100

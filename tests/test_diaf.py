@@ -288,8 +288,8 @@ def test_pipeline_reads_corr_targets_resized_and_flipped(tmp_path):
 
 def test_config_validation_names_the_field():
   config = deepfashion_diaf.get_config("tiny")
-  config.data.image_size = (64, 60)
-  with pytest.raises(ValueError, match=r"data.image_size=\(64, 60\) must be divisible by 8 \(set by model.n_scales\)"):
+  config.data.image_size = (64, 62)
+  with pytest.raises(ValueError, match=r"data.image_size=\(64, 62\) must be divisible by 4 \(set by model.n_scales\)"):
     diaf_pipeline.validate_config(config)
   config = deepfashion_diaf.get_config("tiny")
   config.flow_targets.source = "corr"
@@ -332,9 +332,9 @@ def test_all_phases_run_on_the_real_sample_then_resume(tmp_path):
 # update and the GAN term on) on a mesh of 8 simulated CPU devices vs. 1 device, same state and
 # global batch of 8. It runs in a fresh interpreter because XLA_FLAGS must be set before JAX starts
 # (as tests/test_parallel.py). Batch statistics are global over the sharded batch, so everything
-# agrees (rtol 1e-4, atol 1e-5), except that parameters whose gradient is at float32 noise level
-# (|g| < 1e-6; e.g. a batch-norm offset followed by another batch norm, true gradient 0) can take
-# Adam's first step (≈ ±lr·sign(g)) in either direction: those are counted and must stay ≤ 0.1 %.
+# agrees (rtol 1e-4, atol 1e-5; gradients through Adam's first moments), except that parameters
+# whose gradient is below the gradients' tolerance (|g| < 2e-5, float32 summation noise or a true 0)
+# can take Adam's first step (≈ ±lr·sign(g)) in either direction: counted, must stay ≤ 0.1 %.
 _CHILD = textwrap.dedent(r"""
 import json, sys
 import jax
@@ -410,16 +410,17 @@ for k, (sa, sb) in enumerate(((a[0], b[0]),)):
     assert [p for p, _ in fa] == [p for p, _ in fb]
     for (path, x), (_, y) in zip(fa, fb):
       compare(f"[{k}].{tree}{jax.tree_util.keystr(path)}", x, y)
-  # Parameters after one Adam step: lr·m̂/(√v̂ + ε) ≈ lr·sign(g), so an entry whose gradient is at
-  # the level of float32 summation noise (|g| < 1e-6, e.g. a batch-norm offset followed by another
-  # batch norm, whose true gradient is 0) may move by ±lr in either run. Those entries are counted,
-  # every other entry must agree.
+  # Parameters after one Adam step: lr·m̂/(√v̂ + ε) ≈ lr·sign(g), so an entry whose gradient is
+  # within the tolerance the gradients are compared with (Adam's first moment g/2 at atol 1e-5,
+  # i.e. |g| < 2e-5: float32 summation noise, measured up to ~5e-6, or a true 0 such as a batch-norm
+  # offset followed by another batch norm) may move by ±lr in either run. Those entries are
+  # counted, every other entry must agree.
   for name in sa.params:
     mu = adam_mu(sb.opt_state[name])
     for (path, x), (_, y), (_, m) in zip(*(jax.tree_util.tree_flatten_with_path(t)[0]
                                           for t in (sa.params[name], sb.params[name], mu))):
       x, y, g = np.asarray(x, np.float64), np.asarray(y, np.float64), np.asarray(m, np.float64) / 0.5
-      noise = np.abs(g) < 1e-6
+      noise = np.abs(g) < 2e-5
       report["params"] += x.size
       report["noise_level_updates"] += int(np.sum(noise & ~np.isclose(x, y, rtol=1e-4, atol=1e-5)))
       compare(f"[{k}].params.{name}{jax.tree_util.keystr(path)}", np.where(noise, y, x), y)
