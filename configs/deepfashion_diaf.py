@@ -22,7 +22,8 @@ Presets (``--config=configs/deepfashion_diaf.py:PRESET``):
   the paper gives no flow schedule). Needs an accelerator.
 * ``cpu`` — real-sample run on 2 CPU cores: 128×128, flow nf 8 (5 levels), generator and pixel-warp
   nets nf 8 (cap 32) with 6 scales (bottleneck 2×2 as the paper's), ndf 16, batch 4,
-  VGG taps to relu3_1; 600 flow / 200 generator (GAN from 100) / 100 pixel-warp steps.
+  VGG taps to relu3_1; 600 flow / 200 generator (GAN from 100) / 100 pixel-warp steps; rates ×5
+  (G/PW 1e-3, D 1e-4) and flow 1e-3 for the short run.
 * ``tiny`` — tests: 64×64, widths 4, 2 levels, one residual block per level, 1-layer PatchGAN, batch 2, 2 steps per phase.
 
 Every field can be overridden on the command line (``--config.phases.flow.total_steps=50``).
@@ -151,6 +152,11 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     config.pixel_warp_model.update(dict(nf=8, max_nf=32, n_scales=6))
     config.disc.ndf = 16
     config.perceptual.taps = ("relu1_1", "relu2_1", "relu3_1")
+    # Short run: 5× the paper's rates (G/PW 1e-3, D 1e-4, the paper's 10:1 kept) and 10× the
+    # reference flow rate, halved after 300 steps. A one-batch overfit at this size reached L1 0.11
+    # in 75 steps with 1e-3 vs 0.18 with 2e-4.
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.d_learning_rate = 1e-4
     config.flow_optimizer.learning_rate = 1e-3
     config.flow_optimizer.decay_every_steps = 300
   elif preset == "tiny":
