@@ -317,7 +317,7 @@ def test_all_phases_run_on_the_real_sample_then_resume(tmp_path):
   assert flow_eval["pairs"] == 44 and flow_eval["epe_zero_flow"] > 0 and np.isfinite(flow_eval["epe"])
   for phase in ("generator", "pixel_warp"):
     assert np.isfinite(summary[phase]["final_losses"][f"{phase}/total"])
-  assert summary["generator"]["final_losses"]["gan_on"] == 1.0     # gan_start_step = 1 in tiny
+  assert summary["generator"]["final_losses"]["generator/gan_on"] == 1.0     # gan_start_step = 1 in tiny
   assert 0 < summary["pixel_warp"]["final_losses"]["pixel_warp/mask_mean"] < 1
   assert os.path.exists(os.path.join(workdir, "samples", "pixel_warp_step_1.png"))
   # A rerun with a longer last phase skips the finished phases and resumes inside the last one.

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 import flax.struct
@@ -686,7 +685,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
 def _run_phase(trainer, phase, state, train_iter, frozen, vgg_params, config, mesh, rep, ckpt, writer, workdir,
                generate_fn, sample_batch, step_offset):
-  """The training loop of one phase; returns ``(state, last logged scalars)``."""
+  """One phase on the shared :func:`hpt_jax.train.loop.run_steps`; returns ``(state, last step's
+  scalars)`` (metric names without a ``/`` get the ``<phase>/`` prefix)."""
   from input_pipeline import diaf_pipeline
   from hpt_jax.train import loop
 
@@ -698,37 +698,20 @@ def _run_phase(trainer, phase, state, train_iter, frozen, vgg_params, config, me
     fn = trainer.generator_step if phase == "generator" else trainer.pixel_warp_step
     step_fn = jax.jit(fn, donate_argnums=0, out_shardings=(rep, rep))
     call = lambda s, b: step_fn(s, b, frozen, vgg_params)  # noqa: E731
-  progress = loop.create_progress(total, writer)
-  start = step = int(state.step)
-  last = {}
-  t0 = time.time()
-  try:
-    while step < total:
-      batch = loop.shard_batch(diaf_pipeline.model_inputs(next(train_iter)), mesh)
-      state, metrics = call(state, batch)
-      step += 1
-      scalars = loop.host_scalars(metrics)
-      loop.check_finite(scalars, step)
-      if progress is not None:
-        progress(step)
-      if step % config.log_every_steps == 0 or step == total:
-        writer.write_scalars(step_offset + step, {f"{phase}/{k}" if "/" not in k else k: v for k, v in scalars.items()})
-        last = scalars
-        logging.info("%s step %d/%d (%.2f s/step): %s", phase, step, total, (time.time() - t0) / (step - start),
-                     ", ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items()) if "grad_norm" not in k))
-      if step % config.sample_every_steps == 0 or step == total:
-        out = generate_fn(frozen, _variables(state), sample_batch)
-        cols, caption = sample_columns(phase, out, sample_batch)
-        grid = loop.image_grid(cols)
-        loop.save_png(os.path.join(workdir, "samples", f"{phase}_step_{step}.png"), grid)
-        writer.write_images(step_offset + step, {f"samples/{phase}/{caption}": grid[None]})
-      if step % config.checkpoint_every_steps == 0 or step == total:
-        ckpt.save(step, state, train_iter)
-      writer.flush()
-  except KeyboardInterrupt:
-    if int(state.step) > start and ckpt.latest_step() != int(state.step):
-      logging.warning("interrupted in phase %s at step %d: saving a checkpoint before exiting", phase,
-                      int(state.step))
-      ckpt.save(int(state.step), state, train_iter)
-    raise
-  return state, last
+
+  def step_and_tag(s, b):
+    state, metrics = call(s, b)
+    return state, {(k if "/" in k else f"{phase}/{k}"): v for k, v in metrics.items()}
+
+  def sample_fn(step, state):
+    out = generate_fn(frozen, _variables(state), sample_batch)
+    cols, caption = sample_columns(phase, out, sample_batch)
+    grid = loop.image_grid(cols)
+    loop.save_png(os.path.join(workdir, "samples", f"{phase}_step_{step}.png"), grid)
+    return {f"samples/{phase}/{caption}": grid}
+
+  return loop.run_steps(
+      state, step_and_tag, lambda: loop.shard_batch(diaf_pipeline.model_inputs(next(train_iter)), mesh),
+      total_steps=total, ckpt=ckpt, data_iter=train_iter, writer=writer, log_every=config.log_every_steps,
+      checkpoint_every=config.checkpoint_every_steps, sample_every=config.sample_every_steps,
+      sample_fn=sample_fn, step_offset=step_offset)
