@@ -12,6 +12,7 @@ from hpt_jax import layers, losses, weights
 from hpt_jax.models import drn
 from hpt_jax.train import drn as drn_train
 from hpt_jax.train import optim
+from tests._helpers import init_like_training, step_like_training
 
 
 def _count(tree):
@@ -136,9 +137,9 @@ def test_one_cycle_updates_every_network_and_is_finite():
   config = deepfashion_drn.get_config("tiny")
   trainer = drn_train.DRNTrainer(config)
   h, w = config.data.image_size
-  state = trainer.init_state(jax.random.PRNGKey(0), (h, w))
-  before = jax.tree.map(np.asarray, state.params)
-  new_state, metrics = jax.jit(trainer.train_step)(state, _random_batch(h, w), _vgg16())
+  state = init_like_training(trainer, (h, w))
+  before = jax.tree.map(lambda x: np.array(x, copy=True), state.params)   # the step donates `state`
+  new_state, metrics = step_like_training(trainer, state, _random_batch(h, w), _vgg16())
   for name, value in metrics.items():
     assert np.isfinite(float(value)), name
   assert int(new_state.step) == 1
@@ -164,12 +165,14 @@ def test_mixed_precision_losses_close_to_float32():
   h, w = config.data.image_size
   batch = _random_batch(h, w, seed=1)
   results = {}
+  # The parameters do not depend on the compute dtype: one float32 init serves both runs.
+  init = jax.device_get(init_like_training(drn_train.DRNTrainer(config), (h, w)))
   for dtype in ("float32", "bfloat16"):
     config.dtype = dtype
     trainer = drn_train.DRNTrainer(config)
-    state = trainer.init_state(jax.random.PRNGKey(0), (h, w))
+    state = jax.tree.map(jnp.asarray, init)
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
-    _, metrics = jax.jit(trainer.train_step)(state, batch, _vgg16())
+    _, metrics = step_like_training(trainer, state, batch, _vgg16())
     results[dtype] = {k: float(v) for k, v in metrics.items()}
   for key in ("coarse/l1", "coarse/perceptual", "refined/l1", "refined/perceptual", "refined/style",
               "refined/gan_appearance", "refined/gan_shape", "disc/appearance", "disc/shape"):
