@@ -118,6 +118,20 @@ def warp_numpy(x: np.ndarray, flow: np.ndarray) -> np.ndarray:
   return out
 
 
+def block_mean(x: jax.Array, factor: int) -> jax.Array:
+  """Mean over non-overlapping ``factor``×``factor`` blocks of an NHWC array (average pooling).
+
+  Args:
+    x: ``[B, H, W, C]``; H and W divisible by ``factor``.
+    factor: positive int.
+
+  Returns:
+    ``[B, H/factor, W/factor, C]``, same dtype.
+  """
+  b, h, w, c = x.shape
+  return jnp.mean(x.reshape(b, h // factor, factor, w // factor, factor, c), axis=(2, 4))
+
+
 def downsample_flow(flow: jax.Array, factor: int) -> jax.Array:
   """Flow at 1/``factor`` resolution: average over ``factor``×``factor`` blocks, divided by ``factor``.
 
@@ -133,9 +147,7 @@ def downsample_flow(flow: jax.Array, factor: int) -> jax.Array:
   """
   if factor == 1:
     return flow.astype(jnp.float32)
-  b, h, w, _ = flow.shape
-  f = flow.astype(jnp.float32).reshape(b, h // factor, factor, w // factor, factor, 2)
-  return jnp.mean(f, axis=(2, 4)) / factor
+  return block_mean(flow.astype(jnp.float32), factor) / factor
 
 
 def downsample_visibility(vis: jax.Array, factor: int) -> jax.Array:

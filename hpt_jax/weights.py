@@ -341,6 +341,24 @@ def load_lpips_linear_weights(net: str = 'vgg') -> List[np.ndarray]:
   return out
 
 
+def load_perceptual_params(config) -> Dict[str, Any]:
+  """Perceptual-network parameters for a training config's ``perceptual`` block.
+
+  ``perceptual.random_init`` → :func:`random_vgg_params` (tests/benchmarks only; warns), else
+  :func:`load_vgg_params` of ``perceptual.network`` from ``perceptual.weights_path`` (or the
+  default locations), truncated to ``perceptual.taps``. Loaded before training starts, so missing
+  weights stop a run before any compute.
+
+  Raises:
+    WeightsNotFoundError: requested weights not found (the message names every location looked
+      at and the alternatives).
+  """
+  p = config.perceptual
+  if p.random_init:
+    return random_vgg_params(p.network, jax.random.PRNGKey(0), tuple(p.taps))
+  return load_vgg_params(p.network, p.weights_path or None, taps=tuple(p.taps))
+
+
 def cast_params(params: Any, dtype: Any) -> Any:
   """Returns a copy of ``params`` with every floating leaf cast to ``dtype``.
 

@@ -282,7 +282,7 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
   """Runs the measurements and returns the JSON-able record (see the module docstring)."""
   import jax
   import numpy as np
-  from hpt_jax.train import drn, loop
+  from hpt_jax.train import loop
 
   devices = jax.devices()
   mesh = loop.make_mesh()  # 1-D 'data' mesh over every device, Auto axes
@@ -292,7 +292,8 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
   rep = loop.replicated(mesh)
   workload = build_workload(config, level)
   trainer, image_size = workload["trainer"], workload["image_size"]
-  vgg_params = drn.load_perceptual_params(config)
+  from hpt_jax import weights
+  vgg_params = weights.load_perceptual_params(config)
 
   record = {
       "model": config.model_name,
@@ -323,7 +324,7 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
     state = jax.jit(workload["init"], out_shardings=rep)(rng)
     batch = loop.shard_batch(host_batch, mesh)
     vgg = jax.device_put(vgg_params, rep)
-  record["params"] = drn.count_params(state.params)
+  record["params"] = loop.count_params(state.params)
 
   logging.info("compiling the step (%s, batch %d, %s, %s) ...", config_name, config.batch_size,
                image_size, config.dtype)

@@ -53,6 +53,7 @@ from hpt_jax import flow as flow_lib
 from hpt_jax import losses
 from hpt_jax.models import diaf as diaf_models
 from hpt_jax.models.vgg import VGG
+from hpt_jax.train import optim
 
 PHASES = ("flow", "generator", "pixel_warp")
 #: Networks trained in each phase (the others used are frozen).
@@ -80,20 +81,6 @@ class PhaseState:
   rng: jax.Array
 
 
-def _global_norm(tree) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
-
-
-def _avg_pool(x, f):
-  b, h, w, c = x.shape
-  return jnp.mean(x.reshape(b, h // f, f, w // f, f, c), axis=(2, 4))
-
-
-def _max_pool(x, f):
-  b, h, w, c = x.shape
-  return jnp.max(x.reshape(b, h // f, f, w // f, f, c), axis=(2, 4))
-
-
 def multiscale_flow_loss(pyramid, target_flow, vis, scale_weights) -> jax.Array:
   """Multi-scale EPE loss (DIAF §3.3; reference ``MultiScaleFlowLoss``, ARCHITECTURES.md §3.3).
 
@@ -116,12 +103,12 @@ def multiscale_flow_loss(pyramid, target_flow, vis, scale_weights) -> jax.Array:
   if len(scale_weights) < len(pyramid):
     raise ValueError(f"loss.flow_scale_weights has {len(scale_weights)} entries for {len(pyramid)} "
                      "flow levels (flow_model.n_levels)")
-  mask = (vis < flow_lib.BACKGROUND)[..., None].astype(jnp.float32)
   total = jnp.zeros((), jnp.float32)
   for s, pred in enumerate(pyramid):
     f = target_flow.shape[1] // pred.shape[1]
-    tgt = _avg_pool(target_flow.astype(jnp.float32), f) / diaf_models.FLOW_SCALE
-    m = _max_pool(mask, f)[..., 0]
+    tgt = flow_lib.block_mean(target_flow.astype(jnp.float32), f) / diaf_models.FLOW_SCALE
+    # max-pool of the human mask [V < 2] = [min-pooled V < 2] (downsample_visibility).
+    m = (flow_lib.downsample_visibility(vis, f) < flow_lib.BACKGROUND).astype(jnp.float32)
     err = jnp.sqrt(jnp.sum(jnp.square(pred - tgt), -1) + 1e-12)
     per_example = jnp.sum(err * m, (1, 2)) / jnp.maximum(jnp.sum(m, (1, 2)), 1.0)
     total = total + scale_weights[s] * jnp.mean(per_example)
@@ -336,7 +323,7 @@ class DIAFTrainer:
     metrics["flow/epe_zero_flow"] = jnp.mean(flow_lib.endpoint_error(jnp.zeros_like(tgt), tgt, vis))
     metrics["flow/vis_accuracy"] = jnp.mean((jnp.argmax(out["vis_logits"], -1) == vis).astype(jnp.float32))
     metrics["lr"] = self.flow_lr(state.step)
-    metrics["grad_norm/flow"] = _global_norm(grads)
+    metrics["grad_norm/flow"] = optim.global_norm(grads)
     new_state = state.replace(step=state.step + 1, params={"flow": params}, batch_stats={"flow": stats},
                               opt_state={"flow": opt})
     return new_state, metrics
@@ -388,8 +375,8 @@ class DIAFTrainer:
     metrics = {f"{net}/{k}": v for k, v in aux.items()}
     metrics.update(extra)
     metrics["disc/loss"] = d_loss
-    metrics["grad_norm/" + net] = _global_norm(grads)
-    metrics["grad_norm/disc"] = _global_norm(d_grads)
+    metrics["grad_norm/" + net] = optim.global_norm(grads)
+    metrics["grad_norm/disc"] = optim.global_norm(d_grads)
     metrics["gan_on"] = gan_on.astype(jnp.float32)
     new_state = state.replace(
         step=state.step + 1,
@@ -453,25 +440,7 @@ class DIAFTrainer:
     return new_state, metrics
 
 
-def count_params(tree) -> int:
-  """Number of scalar parameters in a pytree."""
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-
-
 # ---------------------------------------------------------------------------------- driver
-def load_perceptual_params(config):
-  """Perceptual-network parameters for ``config.perceptual`` (``random_init`` for tests only).
-
-  Raises:
-    hpt_jax.weights.WeightsNotFoundError: weights missing (names every place looked at).
-  """
-  from hpt_jax import weights
-  p = config.perceptual
-  if p.random_init:
-    return weights.random_vgg_params(p.network, jax.random.PRNGKey(0), tuple(p.taps))
-  return weights.load_vgg_params(p.network, p.weights_path or None, taps=tuple(p.taps))
-
-
 def _pad_batch(batch: dict, size: int) -> tuple[dict, int]:
   """Pads a (last, short) eval batch to ``size`` by repeating its last element; returns (batch, n_valid)."""
   n = len(batch["pair_index"])
@@ -600,7 +569,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   train_examples = diaf_pipeline.load_examples(config.data, logger=logging.info)
   eval_examples = diaf_pipeline.load_examples(config.eval_data, logger=logging.info)
   trainer = DIAFTrainer(config)
-  vgg_params = jax.device_put(load_perceptual_params(config), rep)
+  from hpt_jax import weights
+  vgg_params = jax.device_put(weights.load_perceptual_params(config), rep)
 
   writer = loop.create_writer(workdir)
   loop.write_config_json(workdir, config)
@@ -642,7 +612,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             state = ckpt.restore(state, train_iter)
             logging.info("phase %s: resumed from %s at step %d", phase, ckpt.directory, int(state.step))
           logging.info("phase %s: %s parameters, %d steps", phase,
-                       {k: f"{count_params(v) / 1e6:.3f}M" for k, v in state.params.items()}, total)
+                       {k: f"{loop.count_params(v) / 1e6:.3f}M" for k, v in state.params.items()}, total)
           state, last = _run_phase(trainer, phase, state, train_iter, frozen, vgg_params, config, mesh, rep,
                                    ckpt, writer, workdir, generate_fn, sample_batch, global_step)
           if last:

@@ -61,10 +61,6 @@ class DRNState:
   rng: jax.Array
 
 
-def _global_norm(tree) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
-
-
 def compute_dtype(config) -> Any:
   """``config.dtype`` ('float32' | 'bfloat16') → jnp dtype. Raises ValueError naming the field."""
   if config.dtype not in ("float32", "bfloat16"):
@@ -186,7 +182,7 @@ class DRNTrainer:
 
     grads, aux = jax.grad(coarse_loss, has_aux=True)(params["pose_branch"])
     metrics.update(aux)
-    metrics["grad_norm/pose_branch_coarse"] = _global_norm(grads)
+    metrics["grad_norm/pose_branch_coarse"] = optim.global_norm(grads)
     updates, opt_state["pose_branch"] = self.tx.update(grads, opt_state["pose_branch"], params["pose_branch"])
     params["pose_branch"] = optim.apply_updates(params["pose_branch"], updates, lr)
 
@@ -210,7 +206,7 @@ class DRNTrainer:
     grads, (aux, refined) = jax.grad(refined_loss, has_aux=True)(gen_params)
     metrics.update(aux)
     for k in GENERATORS:
-      metrics[f"grad_norm/{k}"] = _global_norm(grads[k])
+      metrics[f"grad_norm/{k}"] = optim.global_norm(grads[k])
       updates, opt_state[k] = self.tx.update(grads[k], opt_state[k], params[k])
       params[k] = optim.apply_updates(params[k], updates, lr)
 
@@ -235,7 +231,7 @@ class DRNTrainer:
       for name in DISCRIMINATORS:
         updates, new_opt[name] = self.tx.update(grads[name], d_opt[name], d_params[name])
         new_params[name] = optim.apply_updates(d_params[name], updates, lr)
-      norms = {name: _global_norm(grads[name]) for name in DISCRIMINATORS}
+      norms = {name: optim.global_norm(grads[name]) for name in DISCRIMINATORS}
       return (new_params, new_opt), (d_losses, norms)
 
     # A Python loop (unrolled K times), not lax.scan: on XLA:CPU a scan body holding these
@@ -255,24 +251,7 @@ class DRNTrainer:
     return new_state, metrics
 
 
-def count_params(tree) -> int:
-  """Number of scalar parameters in a pytree."""
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-
-
 # ---------------------------------------------------------------- driver
-def load_perceptual_params(config):
-  """Perceptual-network parameters for ``config.perceptual`` (stops before training if missing).
-
-  Raises:
-    hpt_jax.weights.WeightsNotFoundError: requested weights not found (the message names every
-      location looked at and the alternatives).
-  """
-  from hpt_jax import weights
-  p = config.perceptual
-  if p.random_init:
-    return weights.random_vgg_params(p.network, jax.random.PRNGKey(0), tuple(p.taps))
-  return weights.load_vgg_params(p.network, p.weights_path or None, taps=tuple(p.taps))
 
 
 def sample_columns(generate_fn, params, batch) -> list[np.ndarray]:
@@ -305,14 +284,15 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
 
   train_examples = pipeline.load_examples(config.data, logger=logging.info)
   eval_examples = pipeline.load_examples(config.eval_data, logger=logging.info)
-  vgg_params = load_perceptual_params(config)
+  from hpt_jax import weights
+  vgg_params = weights.load_perceptual_params(config)
 
   trainer = DRNTrainer(config)
   rep = loop.replicated(mesh)
   init_fn = jax.jit(trainer.init_state, static_argnums=1, out_shardings=rep)
   state = init_fn(jax.random.PRNGKey(config.seed), image_size)
   vgg_params = jax.device_put(vgg_params, rep)
-  logging.info("parameters: %s", {k: f"{count_params(v) / 1e6:.2f}M" for k, v in state.params.items()})
+  logging.info("parameters: %s", {k: f"{loop.count_params(v) / 1e6:.2f}M" for k, v in state.params.items()})
 
   dataset = pipeline.create_pair_dataset(
       train_examples, image_size=image_size, sigma=config.pose.sigma, batch_size=local_batch,

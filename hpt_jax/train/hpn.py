@@ -77,10 +77,6 @@ class HPNState:
   opt_state: dict[str, Any]
 
 
-def _global_norm(tree) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
-
-
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
   mask = mask.astype(jnp.float32)
   return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
@@ -273,7 +269,7 @@ class HPNTrainer:
       return total, (aux, mutated["batch_stats"], generated)
 
     grads, (metrics, new_stats, generated) = jax.grad(generator_loss, has_aux=True)(params["generator"])
-    metrics["grad_norm/generator"] = _global_norm(grads)
+    metrics["grad_norm/generator"] = optim.global_norm(grads)
     updates, opt_state["generator"] = self.tx.update(grads, opt_state["generator"], params["generator"])
     params["generator"] = optim.apply_updates(params["generator"], updates, self.lr)
     metrics["disc/local"] = zero
@@ -290,7 +286,7 @@ class HPNTrainer:
 
       d_loss, d_grads = jax.value_and_grad(disc_loss)(params["local_disc"])
       metrics["disc/local"] = d_loss
-      metrics["grad_norm/local_disc"] = _global_norm(d_grads)
+      metrics["grad_norm/local_disc"] = optim.global_norm(d_grads)
       updates, opt_state["local_disc"] = self.tx.update(d_grads, opt_state["local_disc"], params["local_disc"])
       params["local_disc"] = optim.apply_updates(params["local_disc"], updates, self.lr)
 
@@ -377,7 +373,7 @@ def train_and_evaluate(config, workdir: str) -> HPNState:
     hpt_jax.train.loop.NonFiniteLossError: a loss became NaN/Inf.
   """
   from input_pipeline import pipeline
-  from hpt_jax.train import drn, loop
+  from hpt_jax.train import loop
 
   sizes = validate_config(config)
   os.makedirs(workdir, exist_ok=True)
@@ -388,7 +384,8 @@ def train_and_evaluate(config, workdir: str) -> HPNState:
   eval_examples = pipeline.load_examples(config.eval_data, logger=logging.info)
   if config.eval_max_pairs:
     eval_examples = eval_examples[:config.eval_max_pairs]
-  vgg_params = jax.device_put(drn.load_perceptual_params(config), rep)
+  from hpt_jax import weights
+  vgg_params = jax.device_put(weights.load_perceptual_params(config), rep)
   writer = loop.create_writer(workdir)
   loop.write_config_json(workdir, config)
   root = jax.random.PRNGKey(config.seed)
@@ -433,7 +430,6 @@ def _restore_level(config, workdir, level: int, rep) -> HPNState:
 def _train_level(config, workdir, trainer, ckpt, latest, previous, level, root, mesh, rep, local_batch,
                  train_examples, eval_examples, vgg_params, writer) -> HPNState:
   from hpt_jax.train import loop
-  from hpt_jax.train.drn import count_params
 
   dataset = _level_dataset(config, train_examples, trainer, True, local_batch)
   train_iter = iter(dataset)
@@ -451,7 +447,7 @@ def _train_level(config, workdir, trainer, ckpt, latest, previous, level, root, 
     state = jax.device_put(state, rep)
     logging.info("%s: grown from the previous level; carried %s; new %s", trainer.name, carried, added)
   logging.info("%s: %s parameters, %d local descriptors%s, %d steps", trainer.name,
-               {k: f"{count_params(v) / 1e6:.3f}M" for k, v in state.params.items()}, trainer.num_local,
+               {k: f"{loop.count_params(v) / 1e6:.3f}M" for k, v in state.params.items()}, trainer.num_local,
                " (local discriminator)" if trainer.use_local_disc else "", trainer.steps)
 
   eval_ds = _level_dataset(config, eval_examples, trainer, False, min(config.batch_size, len(eval_examples)))

@@ -307,6 +307,11 @@ def flatten_config(tree: Mapping, prefix: str = "") -> dict[str, Any]:
   return out
 
 
+def count_params(tree) -> int:
+  """Number of scalar parameters in a pytree (arrays or shape structs)."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
 def host_scalars(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
   """Fetches a dict of scalar device arrays as Python floats (one transfer)."""
   fetched = jax.device_get(dict(metrics))

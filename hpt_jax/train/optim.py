@@ -59,6 +59,11 @@ def adam_decoupled(b1: float, b2: float, eps: float, weight_decay: float) -> opt
   return optax.chain(optax.scale_by_adam(b1=b1, b2=b2, eps=eps), optax.add_decayed_weights(weight_decay))
 
 
+def global_norm(tree) -> jax.Array:
+  """√(Σ x²) over every leaf of ``tree``, accumulated in float32 (the gradient-norm metrics)."""
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
 def apply_updates(params, updates, lr: jax.Array):
   """``params − lr · updates`` leaf-wise, keeping each parameter's dtype."""
   return jax.tree.map(lambda p, u: (p - lr * u).astype(p.dtype), params, updates)
