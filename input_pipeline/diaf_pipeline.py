@@ -39,7 +39,9 @@ from PIL import Image
 from hpt_jax import flow as flow_lib
 from hpt_jax import pose
 from input_pipeline import patn_format
-from input_pipeline.pipeline import load_examples  # noqa: F401  (re-exported for the trainer)
+from input_pipeline import pipeline
+
+load_examples = pipeline.load_examples   # re-exported for the trainer
 
 BATCH_KEYS = ("source_image", "target_image", "source_pose", "target_pose", "flow", "visibility",
               "source_keypoints", "target_keypoints", "pair_index")
@@ -151,22 +153,6 @@ class _DiafLoader:
     }
 
 
-class _Load(grain.transforms.Map):
-  def __init__(self, loader):
-    self._loader = loader
-
-  def map(self, element):
-    return self._loader.load(int(element), flip=False)
-
-
-class _LoadRandomFlip(grain.transforms.RandomMap):
-  def __init__(self, loader):
-    self._loader = loader
-
-  def random_map(self, element, rng: np.random.Generator):
-    return self._loader.load(int(element), flip=bool(rng.random() < 0.5))
-
-
 def validate_config(config) -> None:
   """Checks the DIAF data fields before anything is read.
 
@@ -218,28 +204,13 @@ def create_diaf_dataset(examples: Sequence[patn_format.PairExample], config, dat
     ``grain.IterDataset`` of dicts of NumPy arrays.
 
   Raises:
-    ValueError: bad batch size or shard, or an empty shard.
+    ValueError: bad batch size, shard or ``num_workers``, or an empty shard.
   """
-  if batch_size <= 0:
-    raise ValueError(f"batch_size must be positive, got {batch_size}")
-  indices = np.arange(len(examples), dtype=np.int64)[shard_index::shard_count]
-  if len(indices) == 0:
-    raise ValueError(f"shard {shard_index} of {shard_count} of {len(examples)} examples is empty")
-  cfg = _view(config, data_config)
-  loader = _DiafLoader(examples, cfg)
-  ds = grain.MapDataset.source(indices)
-  if train:
-    shard_seed = int(np.random.SeedSequence([seed, shard_index]).generate_state(1)[0])
-    ds = ds.seed(shard_seed).shuffle().repeat()
-  ds = ds.random_map(_LoadRandomFlip(loader)) if (train and data_config.flip) else ds.map(_Load(loader))
-  options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=max(2 * batch_size, read_threads))
-  ids = ds.to_iter_dataset(options).batch(batch_size, drop_remainder=drop_remainder)
-  if data_config.num_workers > 0:
-    from absl import flags
-    if not flags.FLAGS.is_parsed():
-      flags.FLAGS.mark_as_parsed()
-    ids = ids.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_config.num_workers))
-  return ids
+  loader = _DiafLoader(examples, _view(config, data_config))
+  return pipeline.batched_dataset(loader, len(examples), batch_size=batch_size, seed=seed, train=train,
+                                  flip=bool(data_config.flip), shard_index=shard_index,
+                                  shard_count=shard_count, num_workers=int(data_config.num_workers),
+                                  drop_remainder=drop_remainder, read_threads=read_threads)
 
 
 class _view:

@@ -145,7 +145,7 @@ class _PairLoader:
 class _Load(grain.transforms.Map):
   """Loads a pair without flipping (eval, or train with flip=False)."""
 
-  def __init__(self, loader: _PairLoader):
+  def __init__(self, loader):
     self._loader = loader
 
   def map(self, element: int) -> dict[str, np.ndarray]:
@@ -155,7 +155,7 @@ class _Load(grain.transforms.Map):
 class _LoadRandomFlip(grain.transforms.RandomMap):
   """Loads a pair and flips all four inputs together with probability 0.5."""
 
-  def __init__(self, loader: _PairLoader):
+  def __init__(self, loader):
     self._loader = loader
 
   def random_map(self, element: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -218,19 +218,43 @@ def create_pair_dataset(examples: Sequence[patn_format.PairExample], *,
       (0, 18, 31, 44).
     patn_format.DataError: (while iterating) an image that fails to decode, naming the file.
   """
+  if local_descriptors not in (0, 18, 31, 44):
+    raise ValueError(f"local_descriptors must be 0, 18, 31 or 44, got {local_descriptors!r}")
+  loader = _PairLoader(examples, image_size, sigma, pose_maps, local_descriptors)
+  return batched_dataset(loader, len(examples), batch_size=batch_size, seed=seed, train=train,
+                         flip=flip, shard_index=shard_index, shard_count=shard_count,
+                         num_workers=num_workers, drop_remainder=drop_remainder,
+                         read_threads=read_threads)
+
+
+def batched_dataset(loader, num_examples: int, *, batch_size: int, seed: int, train: bool,
+                    flip: bool, shard_index: int = 0, shard_count: int = 1, num_workers: int = 0,
+                    drop_remainder: bool = True, read_threads: int = 4) -> grain.IterDataset:
+  """The grain assembly every pair pipeline shares (DRN/HPN here, DIAF in ``diaf_pipeline``).
+
+  This process's shard ``range(num_examples)[shard_index::shard_count]`` → (train: seeded
+  shuffle, reshuffled every epoch, repeated forever) → ``loader.load(index, flip)`` with
+  ``flip`` drawn with p = 0.5 per element when ``train and flip`` → batches of ``batch_size`` →
+  optional multiprocessing prefetch. The iterator is checkpointable (``get_state``/``set_state``).
+
+  Args:
+    loader: object with ``load(index: int, flip: bool) -> dict of numpy arrays``.
+    num_examples: how many indices the loader accepts.
+    batch_size, seed, train, flip, shard_index, shard_count, num_workers, drop_remainder,
+      read_threads: as in :func:`create_pair_dataset`.
+
+  Raises:
+    ValueError: bad batch_size/shard/num_workers arguments, or an empty shard.
+  """
   if batch_size <= 0:
     raise ValueError(f"batch_size must be positive, got {batch_size}")
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index}, {shard_count}")
   if num_workers < 0:
     raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-  if local_descriptors not in (0, 18, 31, 44):
-    raise ValueError(f"local_descriptors must be 0, 18, 31 or 44, got {local_descriptors!r}")
-  indices = np.arange(len(examples), dtype=np.int64)[shard_index::shard_count]
+  indices = np.arange(num_examples, dtype=np.int64)[shard_index::shard_count]
   if len(indices) == 0:
-    raise ValueError(f"shard {shard_index} of {shard_count} of {len(examples)} examples is empty")
-
-  loader = _PairLoader(examples, image_size, sigma, pose_maps, local_descriptors)
+    raise ValueError(f"shard {shard_index} of {shard_count} of {num_examples} examples is empty")
   ds = grain.MapDataset.source(indices)
   if train:
     shard_seed = int(np.random.SeedSequence([seed, shard_index]).generate_state(1)[0])
