@@ -238,14 +238,6 @@ def _cheap_sums(trainer, params, batch, weight):
 _CHEAP_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _pad_to(x: np.ndarray, n: int) -> np.ndarray:
-  """Pads the leading axis to ``n`` by repeating the last element."""
-  x = np.asarray(x)
-  if len(x) == n:
-    return x
-  return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)], axis=0)
-
-
 def cheap_metrics(trainer, params, eval_batches: Iterable[Mapping[str, Any]]) -> dict[str, float]:
   """Fast eval metrics at the training resolution, for TensorBoard during training.
 
@@ -280,7 +272,7 @@ def cheap_metrics(trainer, params, eval_batches: Iterable[Mapping[str, Any]]) ->
     size = n if size is None else size
     if n > size:
       raise ValueError(f"eval batch of {n} pairs after a first batch of {size}")
-    model_batch = {k: _pad_to(batch[k], size) for k in MODEL_KEYS}
+    model_batch = {k: loop.pad_to(batch[k], size) for k in MODEL_KEYS}
     weight = (np.arange(size) < n).astype(np.float32)
     sums = fn(params, model_batch, weight)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
@@ -487,15 +479,15 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
     src_paths = [e.source_path for e in exs]
     tgt_paths = [e.target_path for e in exs]
     real = list(pool.map(read, src_paths + tgt_paths))
-    model_batch = {k: jax.device_put(_pad_to(batch[k], batch_size), batch_sharding) for k in MODEL_KEYS}
+    model_batch = {k: jax.device_put(loop.pad_to(batch[k], batch_size), batch_sharding) for k in MODEL_KEYS}
     gen = generate(params, model_batch)
-    source = _pad_to(np.stack(real[:n]), batch_size)
-    target = _pad_to(np.stack(real[n:]), batch_size)
+    source = loop.pad_to(np.stack(real[:n]), batch_size)
+    target = loop.pad_to(np.stack(real[n:]), batch_size)
     target_dev = jnp.asarray(target)
     target_float = target_dev.astype(jnp.float32) / 127.5 - 1.0
     # HPN §4.2 local-SSIM: the 44 local-descriptor boxes of the annotated target pose.
     boxes, _ = pose_lib.local_descriptor_boxes(np.stack([e.target_keypoints for e in exs]), 44, stored_hw)
-    boxes = _pad_to(boxes, batch_size)
+    boxes = loop.pad_to(boxes, batch_size)
     row_images = {"model (refined)": gen["refined"], "coarse (G_P only)": gen["coarse"],
                   "source copied": jnp.asarray(source)}
     for row, images in row_images.items():

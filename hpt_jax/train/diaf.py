@@ -441,14 +441,6 @@ class DIAFTrainer:
 
 
 # ---------------------------------------------------------------------------------- driver
-def _pad_batch(batch: dict, size: int) -> tuple[dict, int]:
-  """Pads a (last, short) eval batch to ``size`` by repeating its last element; returns (batch, n_valid)."""
-  n = len(batch["pair_index"])
-  if n == size:
-    return batch, n
-  return {k: np.concatenate([v, np.repeat(v[-1:], size - n, 0)]) for k, v in batch.items()}, n
-
-
 def _eval_batches(examples, config, mesh):
   """Yields ``(sharded model inputs, host batch, n_valid)`` over ``examples`` in order, every batch
   padded to ``config.batch_size`` (one compiled shape for evaluation and samples)."""
@@ -458,7 +450,8 @@ def _eval_batches(examples, config, mesh):
   ds = diaf_pipeline.create_diaf_dataset(examples, config, config.eval_data, batch_size=bs, seed=config.seed,
                                          train=False, drop_remainder=False)
   for batch in ds:
-    batch, n = _pad_batch(batch, bs)
+    n = len(batch["pair_index"])
+    batch = {k: loop.pad_to(v, bs) for k, v in batch.items()}
     yield loop.shard_batch(diaf_pipeline.model_inputs(batch), mesh), batch, n
 
 

@@ -307,6 +307,15 @@ def flatten_config(tree: Mapping, prefix: str = "") -> dict[str, Any]:
   return out
 
 
+def pad_to(x: np.ndarray, n: int) -> np.ndarray:
+  """Pads the leading axis to ``n`` by repeating the last element (a short last eval batch keeps
+  the compiled batch shape; callers drop the padded results)."""
+  x = np.asarray(x)
+  if len(x) == n:
+    return x
+  return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)], axis=0)
+
+
 def count_params(tree) -> int:
   """Number of scalar parameters in a pytree (arrays or shape structs)."""
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
