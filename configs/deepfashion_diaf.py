@@ -43,6 +43,7 @@ def _data(pairs: str) -> ml_collections.ConfigDict:
       images=os.path.join(_SAMPLE, "img"),
       annotations=os.path.join(_SAMPLE, "annotation.csv"),
       pairs=os.path.join(_SAMPLE, pairs),
+      stored_size=(256, 176),       # (H, W) of the image files; every image must have it (checked at start).
       image_size=(256, 256),        # (H, W) the networks see, after padding to pad_to_width.
       pad_to_width=256,             # pad 176-wide PATN crops with white to 256 (x += 40); 0 = off.
       keypoint_x_offset=0,          # added to annotation x when reading (as in the DRN config).

@@ -30,6 +30,7 @@ def _data(pairs: str) -> ml_collections.ConfigDict:
       images=os.path.join(_SAMPLE, "img"),
       annotations=os.path.join(_SAMPLE, "annotation.csv"),
       pairs=os.path.join(_SAMPLE, pairs),
+      stored_size=(256, 176),       # (H, W) of the image files; every image must have it (checked at start).
       image_size=(256, 176),        # (H, W) the networks see; images of another size are resized.
       keypoint_x_offset=0,          # the full release's 256×256 annotations need -40 for the 176 crop.
       skip_bad_examples=False,      # True: skip and count bad rows instead of stopping.

@@ -2,7 +2,8 @@
 
 For users' high-resolution data (e.g. Human3.6M or YouTube frames at 1024², the paper's sets;
 point ``data.images``/``data.annotations``/``data.pairs`` and ``eval_data.*`` at them, PATN file
-format, keypoints in pixels of the stored images). The defaults read the bundled DeepFashion
+format, keypoints in pixels of the stored images, and set ``data.stored_size``/``eval_data.stored_size``
+to their (H, W)). The defaults read the bundled DeepFashion
 sample (research-only licence, ``data/README.md``) so the file runs as is; its 256×176 images are
 resized (stretched) to each level's square size, which is only useful as a smoke test.
 

@@ -66,8 +66,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from hpt_jax import checkpoints, image_io, parallel, runs
 from hpt_jax import pose as pose_lib
-from hpt_jax.train import loop
 from hpt_jax.train.drn import MODEL_KEYS
 
 ROWS = ("model (refined)", "coarse (G_P only)", "source copied", "ground truth")
@@ -138,8 +138,8 @@ def config_differences(config, workdir: str) -> list[str]:
   if not os.path.isfile(path):
     return []
   with open(path) as f:
-    trained = loop.flatten_config(json.load(f).get("config", {}))
-  given = loop.flatten_config(json.loads(config.to_json_best_effort()))
+    trained = runs.flatten_config(json.load(f).get("config", {}))
+  given = runs.flatten_config(json.loads(config.to_json_best_effort()))
   out = []
   for key in sorted(set(trained) & set(given)):
     if any(key == m or (m.endswith(".") and key.startswith(m)) for m in _MUST_MATCH):
@@ -161,7 +161,7 @@ def restore_params(config, workdir: str, step: int | None = None, mesh=None):
     config: the run's config (``configs/deepfashion_drn.py[:preset]`` plus its overrides).
     workdir: the run folder (``<workdir>/checkpoints/<model_name>/<step>/``).
     step: which checkpoint; None = the latest.
-    mesh: device mesh the parameters are replicated over (default :func:`loop.make_mesh`).
+    mesh: device mesh the parameters are replicated over (default :func:`parallel.make_mesh`).
 
   Returns:
     ``(trainer, params, step)``: a :class:`hpt_jax.train.drn.DRNTrainer`, ``state.params``
@@ -195,13 +195,13 @@ def restore_params(config, workdir: str, step: int | None = None, mesh=None):
   if differences:
     raise ConfigMismatchError(_mismatch_message(directory, workdir, "; ".join(differences)))
 
-  mesh = loop.make_mesh() if mesh is None else mesh
+  mesh = parallel.make_mesh() if mesh is None else mesh
   trainer = drn_train.DRNTrainer(config)
   image_size = tuple(config.data.image_size)
   shapes = jax.eval_shape(functools.partial(trainer.init_state, image_shape=image_size),
                           jax.random.PRNGKey(0))
-  abstract = loop.abstract_like(shapes, loop.replicated(mesh))
-  ckpt = loop.StageCheckpointer(directory)
+  abstract = checkpoints.abstract_like(shapes, parallel.replicated(mesh))
+  ckpt = checkpoints.StageCheckpointer(directory)
   try:
     state = ckpt.restore(abstract, step=step if step is not None else steps[-1])
   except ValueError as e:
@@ -213,7 +213,7 @@ def restore_params(config, workdir: str, step: int | None = None, mesh=None):
 
 # ---------------------------------------------------------------- cheap metrics
 def _quantize(x: jax.Array) -> jax.Array:
-  """[-1, 1] float -> float32 in [0, 255] rounded as :func:`loop.to_uint8` (stays a float)."""
+  """[-1, 1] float -> float32 in [0, 255] rounded as :func:`image_io.to_uint8` (stays a float)."""
   return jnp.clip(jnp.round((x.astype(jnp.float32) + 1.0) * 127.5), 0.0, 255.0)
 
 
@@ -272,7 +272,7 @@ def cheap_metrics(trainer, params, eval_batches: Iterable[Mapping[str, Any]]) ->
     size = n if size is None else size
     if n > size:
       raise ValueError(f"eval batch of {n} pairs after a first batch of {size}")
-    model_batch = {k: loop.pad_to(batch[k], size) for k in MODEL_KEYS}
+    model_batch = {k: parallel.pad_to(batch[k], size) for k in MODEL_KEYS}
     weight = (np.arange(size) < n).astype(np.float32)
     sums = fn(params, model_batch, weight)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
@@ -352,7 +352,7 @@ def _load_inception(enabled: bool, weights_path: str | None, fc_weights_path: st
     return None, FID_NA_NO_WEIGHTS, None, FID_NA_NO_WEIGHTS
   fc_path = is_lib.find_fc_weights(fc_weights_path)
   fc_kernel = is_lib.load_fc_weights(fc_path) if fc_path else None
-  net = fid.InceptionFeatures(params=params, fc_kernel=fc_kernel, sharding=loop.replicated(mesh))
+  net = fid.InceptionFeatures(params=params, fc_kernel=fc_kernel, sharding=parallel.replicated(mesh))
   net.weights_path = path
   return net, None, fc_path, (None if fc_path else IS_NA)
 
@@ -369,7 +369,7 @@ def _load_estimator():
 def _pose_panel(keypoints: np.ndarray, hw: tuple[int, int], sigma: float) -> np.ndarray:
   from hpt_jax import pose
   heat = pose.keypoints_to_heatmaps(np.asarray(keypoints, np.float32)[None], hw[0], hw[1], sigma)
-  return loop.to_uint8(loop.pose_to_rgb(heat))[0]
+  return image_io.to_uint8(image_io.pose_to_rgb(heat))[0]
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -420,7 +420,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
   from input_pipeline import patn_format, pipeline
 
   t_start = time.perf_counter()
-  mesh = loop.make_mesh()
+  mesh = parallel.make_mesh()
   trainer, params, step = restore_params(config, workdir, step, mesh)
   n_dev = mesh.devices.size
   batch_size = int(batch_size or config.batch_size)
@@ -449,7 +449,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
   incep_feats = {row: [] for row in ROWS}
   incep_logits = {row: [] for row in ROWS}
   generate = _generate_fn(trainer, stored_hw)
-  batch_sharding = loop.batch_sharding(mesh)
+  batch_sharding = parallel.batch_sharding(mesh)
 
   ds = pipeline.create_pair_dataset(
       examples, image_size=model_hw, sigma=config.pose.sigma, batch_size=batch_size,
@@ -461,7 +461,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
   n_batches = -(-n_pairs // batch_size)
   log_every = log_every_batches or max(1, n_batches // 20)
   pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
-  read = lambda p: loop.to_uint8(patn_format.decode_image(p))  # noqa: E731  full size, uint8
+  read = lambda p: image_io.to_uint8(patn_format.decode_image(p))  # noqa: E731  full size, uint8
 
   def estimate_real(paths, images):
     missing = [i for i, p in enumerate(paths) if p not in estimate_cache]
@@ -479,15 +479,15 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
     src_paths = [e.source_path for e in exs]
     tgt_paths = [e.target_path for e in exs]
     real = list(pool.map(read, src_paths + tgt_paths))
-    model_batch = {k: jax.device_put(loop.pad_to(batch[k], batch_size), batch_sharding) for k in MODEL_KEYS}
+    model_batch = {k: jax.device_put(parallel.pad_to(batch[k], batch_size), batch_sharding) for k in MODEL_KEYS}
     gen = generate(params, model_batch)
-    source = loop.pad_to(np.stack(real[:n]), batch_size)
-    target = loop.pad_to(np.stack(real[n:]), batch_size)
+    source = parallel.pad_to(np.stack(real[:n]), batch_size)
+    target = parallel.pad_to(np.stack(real[n:]), batch_size)
     target_dev = jnp.asarray(target)
     target_float = target_dev.astype(jnp.float32) / 127.5 - 1.0
     # HPN §4.2 local-SSIM: the 44 local-descriptor boxes of the annotated target pose.
     boxes, _ = pose_lib.local_descriptor_boxes(np.stack([e.target_keypoints for e in exs]), 44, stored_hw)
-    boxes = loop.pad_to(boxes, batch_size)
+    boxes = parallel.pad_to(boxes, batch_size)
     row_images = {"model (refined)": gen["refined"], "coarse (G_P only)": gen["coarse"],
                   "source copied": jnp.asarray(source)}
     for row, images in row_images.items():
@@ -518,13 +518,13 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
       pred_kp["ground truth"].append(estimate_real(tgt_paths, target[:n]))
     for i, e in enumerate(exs):
       name = pair_name(e)
-      loop.save_png(os.path.join(out_dir, "images", name + ".png"), refined[i])
+      image_io.save_png(os.path.join(out_dir, "images", name + ".png"), refined[i])
       if panels:
         sigma = 4.0 * stored_hw[0] / 256  # display only: 4 px blobs at 256×176
         panel = np.concatenate([source[i], _pose_panel(e.source_keypoints, stored_hw, sigma),
                                 target[i], _pose_panel(e.target_keypoints, stored_hw, sigma),
                                 refined[i]], axis=1)
-        loop.save_png(os.path.join(out_dir, "panels", name + ".png"), panel)
+        image_io.save_png(os.path.join(out_dir, "panels", name + ".png"), panel)
     order.extend(idx)
     done = len(order)
     if (b + 1) % log_every == 0 or done == n_pairs:

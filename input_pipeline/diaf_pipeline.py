@@ -34,7 +34,6 @@ from typing import Any, Sequence
 
 import grain
 import numpy as np
-from PIL import Image
 
 from hpt_jax import flow as flow_lib
 from hpt_jax import pose
@@ -46,35 +45,6 @@ load_examples = pipeline.load_examples   # re-exported for the trainer
 BATCH_KEYS = ("source_image", "target_image", "source_pose", "target_pose", "flow", "visibility",
               "source_keypoints", "target_keypoints", "pair_index")
 MODEL_KEYS = ("source_image", "target_image", "source_pose", "target_pose", "flow", "visibility")
-
-
-def frame_image(image: Image.Image, keypoints: np.ndarray, pad_to_width: int,
-                image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-  """Pads an image to ``pad_to_width`` with white (keypoints shifted), then resizes to ``image_size``.
-
-  Args:
-    image: RGB PIL image of the stored size (H0, W0).
-    keypoints: float ``[18, 2]`` (y, x) pixels in the stored image, -1 = missing.
-    pad_to_width: target frame width before resizing; 0 = no padding. If W0 < pad_to_width, pad
-      ``(pad_to_width − W0) // 2`` columns on the left and the rest on the right, value 255.
-    image_size: (H, W) of the output.
-
-  Returns:
-    ``(image float32 [H, W, 3] in [-1, 1], keypoints float32 [18, 2] in the output frame)``.
-  """
-  keypoints = np.asarray(keypoints, np.float32).copy()
-  if pad_to_width and image.width < pad_to_width:
-    left = (pad_to_width - image.width) // 2
-    canvas = Image.new("RGB", (pad_to_width, image.height), (255, 255, 255))
-    canvas.paste(image, (left, 0))
-    image = canvas
-    present = pose.present_mask(keypoints)
-    keypoints[present, 1] += left
-  stored = (image.height, image.width)
-  if stored != tuple(image_size):
-    image = image.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
-    keypoints = pose.resize_keypoints(keypoints, stored, image_size)
-  return patn_format.image_to_array(image), keypoints
 
 
 def corr_path(corr_dir: str, name_format: str, example: patn_format.PairExample) -> str:
@@ -110,7 +80,7 @@ class _DiafLoader:
       image = patn_format.open_image(path)
     except patn_format.DataError as e:
       raise patn_format.DataError(path, None, f"{e.message} ({context})") from None
-    return frame_image(image, keypoints, self._pad, self._size)
+    return pipeline.frame_image(image, keypoints, self._pad, self._size)
 
   def _targets(self, example, src_kp, tgt_kp, flip):
     h, w = self._size

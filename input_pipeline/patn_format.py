@@ -323,7 +323,7 @@ def _check_image(path: str, image_size: tuple[int, int] | None,
   if image_size is not None and (height, width) != tuple(image_size):
     return UNREADABLE_IMAGE, DataError(
         path, None, f"image is {height}x{width} (HxW), expected {image_size[0]}x{image_size[1]} "
-        f"({context})"), None
+        f"(the config's data.stored_size; {context})"), None
   return "", None, (height, width)
 
 

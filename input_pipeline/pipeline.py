@@ -51,6 +51,77 @@ from input_pipeline import patn_format
 
 BATCH_KEYS = ("source_image", "target_image", "source_pose", "target_pose",
               "source_keypoints", "target_keypoints", "pair_index")
+#: The keys the jitted pair-model (DRN) steps and generation consume; keypoints and indices stay
+#: on the host.
+MODEL_KEYS = ("source_image", "target_image", "source_pose", "target_pose")
+
+
+def model_inputs(batch: dict) -> dict:
+  """``{k: batch[k] for k in MODEL_KEYS}``: the arrays a DRN step or generation consumes."""
+  return {k: batch[k] for k in MODEL_KEYS}
+
+
+def frame_padding(stored_size: tuple[int, int], pad_to_width: int) -> tuple[int, int]:
+  """``(left, padded width)`` of the white padding :func:`frame_image` adds to a stored image.
+
+  ``pad_to_width`` = 0 or an image at least that wide: ``(0, W0)`` (no padding). Otherwise
+  ``left = (pad_to_width − W0) // 2`` columns on the left and the rest on the right (DIAF's
+  256×256 framing of the 176-wide DeepFashion crops: 40 + 40).
+  """
+  width = int(stored_size[1])
+  if pad_to_width and width < pad_to_width:
+    return (int(pad_to_width) - width) // 2, int(pad_to_width)
+  return 0, width
+
+
+def frame_keypoints(keypoints: np.ndarray, stored_size: tuple[int, int], pad_to_width: int,
+                    image_size: tuple[int, int]) -> np.ndarray:
+  """Maps keypoints of a stored image into the model frame, as :func:`frame_image` maps the image.
+
+  Args:
+    keypoints: float ``[..., 18, 2]`` (y, x) stored-image pixels, −1 = missing (kept −1).
+    stored_size: (H0, W0) of the stored image. pad_to_width: as :func:`frame_image`.
+    image_size: (H, W) of the model frame.
+
+  Returns:
+    float32 keypoints of the same shape in ``image_size`` pixels.
+  """
+  keypoints = np.asarray(keypoints, np.float32).copy()
+  left, padded_width = frame_padding(stored_size, pad_to_width)
+  if left:
+    keypoints[pose.present_mask(keypoints), 1] += left
+  framed = (int(stored_size[0]), padded_width)
+  if framed != tuple(image_size):
+    keypoints = pose.resize_keypoints(keypoints, framed, image_size)
+  return np.asarray(keypoints, np.float32)
+
+
+def frame_image(image: Image.Image, keypoints: np.ndarray, pad_to_width: int,
+                image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+  """Pads an image to ``pad_to_width`` with white (keypoints shifted), then resizes to ``image_size``.
+
+  The one framing every family uses (DRN/HPN: ``pad_to_width`` = 0, a bilinear resize to the
+  training size; DIAF: the 256×256 white padding, :func:`frame_padding`); inference
+  (:mod:`hpt_jax.inference`) frames a user's photo with it, so it sees what training saw.
+
+  Args:
+    image: RGB PIL image of the stored size (H0, W0).
+    keypoints: float ``[18, 2]`` (y, x) pixels in the stored image, -1 = missing.
+    pad_to_width: target frame width before resizing; 0 = no padding.
+    image_size: (H, W) of the output.
+
+  Returns:
+    ``(image float32 [H, W, 3] in [-1, 1], keypoints float32 [18, 2] in the output frame)``.
+  """
+  stored = (image.height, image.width)
+  left, padded_width = frame_padding(stored, pad_to_width)
+  if left:
+    canvas = Image.new("RGB", (padded_width, image.height), (255, 255, 255))
+    canvas.paste(image, (left, 0))
+    image = canvas
+  if (image.height, image.width) != tuple(image_size):
+    image = image.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
+  return patn_format.image_to_array(image), frame_keypoints(keypoints, stored, pad_to_width, image_size)
 
 
 def _load_side(path: str, keypoints: np.ndarray, image_size: tuple[int, int],
@@ -60,11 +131,14 @@ def _load_side(path: str, keypoints: np.ndarray, image_size: tuple[int, int],
     image = patn_format.open_image(path)
   except patn_format.DataError as e:
     raise patn_format.DataError(path, None, f"{e.message} ({context})") from None
-  stored = (image.height, image.width)
-  if stored != tuple(image_size):
-    image = image.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
-    keypoints = pose.resize_keypoints(keypoints, stored, image_size)
-  return patn_format.image_to_array(image), np.asarray(keypoints, np.float32)
+  return frame_image(image, keypoints, 0, image_size)
+
+
+def stored_size(data_config: Any) -> tuple[int, int] | None:
+  """``data_config.stored_size`` as an (H, W) int tuple; None if the config has no such field
+  (configs written before the field existed)."""
+  size = getattr(data_config, "stored_size", None) if not hasattr(data_config, "get") else data_config.get("stored_size")
+  return None if size is None else (int(size[0]), int(size[1]))
 
 
 def load_examples(data_config: Any, logger: Callable[[str], Any] | None = None,
@@ -72,9 +146,10 @@ def load_examples(data_config: Any, logger: Callable[[str], Any] | None = None,
   """Loads and checks the pairs named by a ``config.data`` block (configs/deepfashion_drn.py).
 
   Calls :func:`input_pipeline.patn_format.load_pair_examples` with ``data_config.images``,
-  ``.annotations``, ``.pairs``, ``.keypoint_x_offset`` and ``.skip_bad_examples``. The stored image
-  size is taken from the first image (all must share it); it may differ from
-  ``data_config.image_size``, the size :func:`create_pair_dataset` resizes to.
+  ``.annotations``, ``.pairs``, ``.keypoint_x_offset`` and ``.skip_bad_examples``. Every image
+  must have the stored size ``data_config.stored_size`` (H, W) (a config without the field: the
+  first image's size, which all must share); it may differ from ``data_config.image_size``, the
+  size :func:`create_pair_dataset` resizes to.
 
   Args:
     data_config: ``ml_collections.ConfigDict`` (or any object) with the fields above.
@@ -89,7 +164,8 @@ def load_examples(data_config: Any, logger: Callable[[str], Any] | None = None,
       when no valid pair remains.
   """
   examples, report = patn_format.load_pair_examples(
-      data_config.images, data_config.annotations, data_config.pairs, image_size=None,
+      data_config.images, data_config.annotations, data_config.pairs,
+      image_size=stored_size(data_config),
       keypoint_x_offset=data_config.keypoint_x_offset,
       skip_bad=data_config.skip_bad_examples)
   if logger is not None:

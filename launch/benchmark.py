@@ -67,6 +67,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+from hpt_jax import checkpoints, parallel, runs  # noqa: E402
 
 # Flag holders, defined by _define_flags() only when run as a script, so that importing this
 # module (tests) does not claim flag names such as --config in the global absl registry.
@@ -282,14 +283,13 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
   """Runs the measurements and returns the JSON-able record (see the module docstring)."""
   import jax
   import numpy as np
-  from hpt_jax.train import loop
 
   devices = jax.devices()
-  mesh = loop.make_mesh()  # 1-D 'data' mesh over every device, Auto axes
+  mesh = parallel.make_mesh()  # 1-D 'data' mesh over every device, Auto axes
   n_dev = mesh.devices.size
   if config.batch_size % n_dev:
     raise app.UsageError(f"config.batch_size={config.batch_size} must be divisible by the {n_dev} devices")
-  rep = loop.replicated(mesh)
+  rep = parallel.replicated(mesh)
   workload = build_workload(config, level)
   trainer, image_size = workload["trainer"], workload["image_size"]
   from hpt_jax import weights
@@ -317,14 +317,14 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
   rng = jax.random.PRNGKey(config.seed)
   host_batch = workload["batch"](config.batch_size // jax.process_count())
   if flops_only:
-    state = loop.abstract_like(jax.eval_shape(workload["init"], rng), rep)
-    batch = loop.abstract_like(host_batch, loop.batch_sharding(mesh))
-    vgg = loop.abstract_like(vgg_params, rep)
+    state = checkpoints.abstract_like(jax.eval_shape(workload["init"], rng), rep)
+    batch = checkpoints.abstract_like(host_batch, parallel.batch_sharding(mesh))
+    vgg = checkpoints.abstract_like(vgg_params, rep)
   else:
     state = jax.jit(workload["init"], out_shardings=rep)(rng)
-    batch = loop.shard_batch(host_batch, mesh)
+    batch = parallel.shard_batch(host_batch, mesh)
     vgg = jax.device_put(vgg_params, rep)
-  record["params"] = loop.count_params(state.params)
+  record["params"] = runs.count_params(state.params)
 
   logging.info("compiling the step (%s, batch %d, %s, %s) ...", config_name, config.batch_size,
                image_size, config.dtype)
@@ -359,7 +359,7 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
       dt = time.perf_counter() - t0
       if i >= warmup:
         times.append(dt)
-    scalars = loop.host_scalars(metrics)
+    scalars = runs.host_scalars(metrics)
     record["finite_metrics"] = bool(all(np.isfinite(v) for v in scalars.values()))
     step_s = statistics.median(times)
     record.update({"step_s": step_s, "step_s_mean": statistics.fmean(times), "step_s_min": min(times),
@@ -393,8 +393,7 @@ def _overrides() -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from hpt_jax.train import loop
-  loop.maybe_initialize_distributed()
+  parallel.maybe_initialize_distributed()
   config_name = _config_arg() or flags.FLAGS["config"].default
   record = run_benchmark(F["config"].value, steps=F["steps"].value, warmup=F["warmup"].value,
                          flops_only=F["flops_only"].value, pipeline_batches=F["pipeline_batches"].value,

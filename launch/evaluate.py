@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+from hpt_jax import runs  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config the run was trained with.",
                                           lock_config=True)
@@ -51,8 +52,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from hpt_jax.train import loop
-  loop.quiet_library_logs()
+  runs.quiet_library_logs()
   from hpt_jax import evaluation
   from input_pipeline.patn_format import DataError
   try:

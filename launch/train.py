@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+from hpt_jax import parallel, runs  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, events, samples).")
@@ -30,8 +31,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from hpt_jax.train import loop
-  loop.quiet_library_logs()
-  loop.maybe_initialize_distributed()
+  runs.quiet_library_logs()
+  parallel.maybe_initialize_distributed()
   config = _CONFIG.value
   if config.model_name not in TRAINERS:
     raise app.UsageError(f"config.model_name={config.model_name!r}: expected one of {sorted(TRAINERS)}")

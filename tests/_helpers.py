@@ -6,20 +6,20 @@ tests and subprocesses: a tiny DRN init or step is compiled once per suite, not 
 """
 
 import jax
+from hpt_jax import parallel
 
-from hpt_jax.train import loop
 
 
 def init_like_training(trainer, image_size, seed: int = 0):
   """``trainer.init_state`` jitted with replicated outputs on the default mesh (as in training)."""
-  rep = loop.replicated(loop.make_mesh())
+  rep = parallel.replicated(parallel.make_mesh())
   return jax.jit(trainer.init_state, static_argnums=1, out_shardings=rep)(jax.random.PRNGKey(seed),
                                                                          tuple(image_size))
 
 
 def step_like_training(trainer, state, host_batch, vgg_params):
   """One ``trainer.train_step`` (state donated, batch sharded over 'data'), as in training."""
-  mesh = loop.make_mesh()
-  rep = loop.replicated(mesh)
+  mesh = parallel.make_mesh()
+  rep = parallel.replicated(mesh)
   fn = jax.jit(trainer.train_step, donate_argnums=0, out_shardings=(rep, rep))
-  return fn(state, loop.shard_batch(host_batch, mesh), jax.device_put(vgg_params, rep))
+  return fn(state, parallel.shard_batch(host_batch, mesh), jax.device_put(vgg_params, rep))

@@ -341,8 +341,8 @@ import json, sys
 import jax
 import numpy as np
 from configs import deepfashion_diaf
-from hpt_jax import weights
-from hpt_jax.train import diaf, loop
+from hpt_jax import parallel, weights
+from hpt_jax.train import diaf
 
 N = int(sys.argv[1])
 assert jax.device_count() == N
@@ -366,9 +366,9 @@ gen_host = trainer.init_state(jax.random.PRNGKey(1), "generator", (h, w))
 
 
 def run(devices):
-  mesh = loop.make_mesh(devices)
-  rep = loop.replicated(mesh)
-  batch = loop.shard_batch(batch_host, mesh)
+  mesh = parallel.make_mesh(devices)
+  rep = parallel.replicated(mesh)
+  batch = parallel.shard_batch(batch_host, mesh)
   frozen = jax.device_put(diaf._variables(flow_host), rep)
   gen_step = jax.jit(trainer.generator_step, donate_argnums=0, out_shardings=(rep, rep))
   gs, gm = gen_step(jax.device_put(gen_host, rep), batch, frozen, jax.device_put(vgg_host, rep))

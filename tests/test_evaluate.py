@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from configs import deepfashion_drn
+from hpt_jax import image_io
 from hpt_jax import evaluation, pose
 from hpt_jax.metrics import lpips as lpips_lib
 from hpt_jax.metrics import pose_estimator
 from hpt_jax.metrics import ssim as ssim_lib
 from hpt_jax.train import drn as drn_train
-from hpt_jax.train import loop
 from input_pipeline import patn_format, pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,8 +102,8 @@ def _in_fours(fn, *arrays):
 def test_source_copied_row_matches_metric_functions(evaluated):
   _, result = evaluated
   examples = pipeline.load_examples(_tiny().eval_data)[:N_PAIRS]
-  src = np.stack([loop.to_uint8(patn_format.decode_image(e.source_path)) for e in examples])
-  tgt = np.stack([loop.to_uint8(patn_format.decode_image(e.target_path)) for e in examples])
+  src = np.stack([image_io.to_uint8(patn_format.decode_image(e.source_path)) for e in examples])
+  tgt = np.stack([image_io.to_uint8(patn_format.decode_image(e.target_path)) for e in examples])
   row = result["rows"]["source copied"]
   for key, fn in (("ssim_plain", ssim_lib.ssim_plain), ("ssim_patn", ssim_lib.ssim_patn),
                   ("ms_ssim", lambda a, b: ssim_lib.ms_ssim(a, b, 255.0))):
@@ -185,8 +185,8 @@ def test_cheap_metrics(tiny_run):
   refined, target = np.concatenate(refined), np.concatenate(target)
   ref_ssim = np.mean([structural_similarity(g, t, channel_axis=-1, data_range=255, gaussian_weights=True,
                                             sigma=1.5, use_sample_covariance=False)
-                      for g, t in zip(loop.to_uint8(refined).astype(np.float64),
-                                      loop.to_uint8(target).astype(np.float64))])
+                      for g, t in zip(image_io.to_uint8(refined).astype(np.float64),
+                                      image_io.to_uint8(target).astype(np.float64))])
   np.testing.assert_allclose(out["eval/ssim_plain"], ref_ssim, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(out["eval/l1"], float(np.mean(np.abs(refined - target))), rtol=1e-4)
   assert -1 <= out["eval/ssim_plain_coarse"] <= 1 and out["eval/l1_coarse"] >= 0

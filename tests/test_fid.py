@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hpt_jax import parallel
 from hpt_jax.metrics import fid as fid_lib
 from hpt_jax.metrics import inception_score as is_lib
 from hpt_jax.models import inception
@@ -245,8 +246,7 @@ def test_table_flags_fid_from_fewer_than_2048_images():
 
 def test_evaluation_inception_loading(tmp_path, monkeypatch):
   from hpt_jax import evaluation
-  from hpt_jax.train import loop
-  mesh = loop.make_mesh()
+  mesh = parallel.make_mesh()
   assert evaluation._load_inception(False, None, None, mesh)[::3] == (
       None, evaluation.FID_NA_DISABLED)
   with pytest.raises(FileNotFoundError, match="none.npz"):   # an explicit path must exist

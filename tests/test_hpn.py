@@ -258,8 +258,8 @@ _CHILD = textwrap.dedent(r"""
 import json, sys
 import jax, numpy as np
 from configs import deepfashion_hpn
-from hpt_jax import pose, weights
-from hpt_jax.train import hpn, loop
+from hpt_jax import parallel, pose, weights
+from hpt_jax.train import hpn
 N = int(sys.argv[1])
 assert jax.device_count() == N
 config = deepfashion_hpn.get_config("tiny")
@@ -276,10 +276,10 @@ for level in (2,):      # the final tiny level: BatchNorm, the global loss and t
   state0 = jax.device_get(trainer.init_state(jax.random.PRNGKey(0)))
   out = {}
   for name, devices in (("one", jax.devices()[:1]), ("all", jax.devices())):
-    mesh = loop.make_mesh(devices)
-    rep = loop.replicated(mesh)
+    mesh = parallel.make_mesh(devices)
+    rep = parallel.replicated(mesh)
     step = jax.jit(trainer.train_step, donate_argnums=0, out_shardings=(rep, rep))
-    state, metrics = step(jax.device_put(state0, rep), loop.shard_batch(batch, mesh), jax.device_put(vgg, rep))
+    state, metrics = step(jax.device_put(state0, rep), parallel.shard_batch(batch, mesh), jax.device_put(vgg, rep))
     out[name] = jax.device_get((state.params, state.batch_stats, metrics))
   def frac(a, b):
     return [np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)) / (1e-5 + 1e-4 * np.abs(np.asarray(y, np.float64)))

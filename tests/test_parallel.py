@@ -9,7 +9,7 @@ The check (tiny preset, global batch 8, dropout left on):
 
 * the same initial state (one ``init_state`` call, copied to both meshes) and the same global
   batch go through ``jax.jit(trainer.train_step, donate_argnums=0)`` with the state replicated
-  (``NamedSharding(mesh, P())``) and the batch split over ``'data'`` (``loop.shard_batch``), once on
+  (``NamedSharding(mesh, P())``) and the batch split over ``'data'`` (``parallel.shard_batch``), once on
   a mesh of all 8 devices and once on a 1-device mesh;
 * every parameter of every network, every optimiser moment and every metric agree (rtol 1e-4,
   atol 1e-5: the 8-device step sums per-device partial gradients in a different order);
@@ -19,7 +19,7 @@ Dropout stays on: with ``jax_threefry_partitionable`` (default True since jax 0.
 bits of ``jax.random.bernoulli`` do not depend on how the batch is sharded, so both runs draw
 the same masks. The child asserts the flag is on, so a change of default shows up here.
 
-The 8-device mesh is ``loop.make_mesh()`` (the one training uses); it must have Auto axes, since
+The 8-device mesh is ``parallel.make_mesh()`` (the one training uses); it must have Auto axes, since
 flax's dropout does not trace under Explicit ones (``jax.make_mesh``'s default), which the child
 also checks.
 """
@@ -40,8 +40,9 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from configs import deepfashion_drn
+from hpt_jax import parallel
 from hpt_jax import weights
-from hpt_jax.train import drn, loop
+from hpt_jax.train import drn
 
 N = int(sys.argv[1])
 assert jax.device_count() == N, f"expected {N} CPU devices, got {jax.devices()}"
@@ -66,10 +67,10 @@ init_host = jax.device_get(jax.jit(trainer.init_state, static_argnums=1)(jax.ran
 
 
 def run(devices):
-  mesh = loop.make_mesh(devices)
-  rep = loop.replicated(mesh)
+  mesh = parallel.make_mesh(devices)
+  rep = parallel.replicated(mesh)
   state = jax.device_put(init_host, rep)
-  batch = loop.shard_batch(host_batch, mesh)
+  batch = parallel.shard_batch(host_batch, mesh)
   vgg = jax.device_put(vgg_host, rep)
   step = jax.jit(trainer.train_step, donate_argnums=0, out_shardings=(rep, rep))
   new_state, metrics = step(state, batch, vgg)
@@ -77,7 +78,7 @@ def run(devices):
   return mesh, batch, new_state, metrics
 
 
-mesh8, batch8, state8, metrics8 = run(None)  # loop.make_mesh(): every device
+mesh8, batch8, state8, metrics8 = run(None)  # parallel.make_mesh(): every device
 _, _, state1, metrics1 = run(jax.devices()[:1])
 
 # Shardings of the 8-device run.

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import deepfashion_drn
+from hpt_jax import checkpoints, parallel
 from hpt_jax.train import drn as drn_train
 from hpt_jax.train import loop
 from tests._helpers import init_like_training
@@ -34,8 +35,8 @@ def _restore(workdir, config, step):
   trainer = drn_train.DRNTrainer(config)
   shapes = jax.eval_shape(lambda key: trainer.init_state(key, tuple(config.data.image_size)),
                           jax.random.PRNGKey(123))
-  abstract = loop.abstract_like(shapes, loop.replicated(loop.make_mesh()))
-  ckpt = loop.StageCheckpointer(os.path.join(workdir, "checkpoints", "drn"))
+  abstract = checkpoints.abstract_like(shapes, parallel.replicated(parallel.make_mesh()))
+  ckpt = checkpoints.StageCheckpointer(os.path.join(workdir, "checkpoints", "drn"))
   try:
     return ckpt.restore(abstract, step=step)
   finally:

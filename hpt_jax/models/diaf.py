@@ -385,3 +385,60 @@ def build_models(config, dtype=jnp.float32) -> dict[str, nn.Module]:
       "pixel_warp": PixelWarpNet(p.nf, p.max_nf, p.n_scales, dtype),
       "disc": PatchDiscriminator(d.ndf, d.n_layers, dtype),
   }
+
+
+def predict_flow(flow_net: nn.Module, variables: dict, source_pose: jax.Array,
+                 target_pose: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The flow module in inference mode (running BN averages), DIAF §3.3.
+
+  Args:
+    flow_net: :class:`FlowRegressionNet`. variables: its ``{'params', 'batch_stats'}``.
+    source_pose, target_pose: float ``[B, H, W, 18]`` binary disks.
+
+  Returns:
+    ``(flow, vis, raw_flow)``: ``flow`` float32 ``[B, H, W, 2]`` (dx, dy) pixels target → source,
+    zeroed where ``vis`` is background; ``vis = argmax`` of the visibility logits, int32
+    ``[B, H, W]`` (0 visible, 1 invisible, 2 background); ``raw_flow`` the regressed flow before
+    that masking (what the flow EPE scores).
+  """
+  out = flow_net.apply(variables, source_pose, target_pose, train=False)
+  vis = jnp.argmax(out["vis_logits"], -1).astype(jnp.int32)
+  flow = out["flow"] * (vis < flow_lib.BACKGROUND)[..., None]
+  return flow, vis, out["flow"]
+
+
+def warp_source(source_image: jax.Array, flow: jax.Array, vis: jax.Array) -> jax.Array:
+  """x_w = warp(x1, F) with background pixels (V = 2) set to −1 (reference pixel warping, §3.5).
+
+  Shapes: ``[B, H, W, 3]`` image, ``[B, H, W, 2]`` flow, int ``[B, H, W]`` visibility → ``[B, H, W, 3]``.
+  """
+  warped = flow_lib.warp(source_image, flow)
+  return jnp.where((vis == flow_lib.BACKGROUND)[..., None], -1.0, warped)
+
+
+def generate(models: dict[str, nn.Module], nets: dict[str, dict], batch: dict) -> dict[str, jax.Array]:
+  """DIAF inference with the networks present in ``nets`` (running BN averages), DIAF §3.2–3.5.
+
+  Args:
+    models: :func:`build_models`' dict.
+    nets: ``{network: {'params', 'batch_stats'}}``; ``flow`` is required, ``generator`` and
+      ``pixel_warp`` are optional (a run whose later phases have not finished).
+    batch: ``source_image`` float ``[B, H, W, 3]`` in [-1, 1], ``source_pose``/``target_pose``
+      float ``[B, H, W, 18]`` binary disks.
+
+  Returns:
+    dict: ``flow`` (masked by V < 2), ``raw_flow`` float32 ``[B, H, W, 2]``, ``vis`` int32
+    ``[B, H, W]``, ``warped`` (x_w) always; ``generated`` (x̃2) if the generator is present;
+    ``mask`` z ``[B, H, W, 1]`` in [0, 1] and ``final`` x̂2 = z·x_w + (1 − z)·x̃2 (Eq. 3) if the
+    pixel-warp net is present too. Images ``[B, H, W, 3]`` in [-1, 1].
+  """
+  flow, vis, raw = predict_flow(models["flow"], nets["flow"], batch["source_pose"], batch["target_pose"])
+  out = {"flow": flow, "raw_flow": raw, "vis": vis, "warped": warp_source(batch["source_image"], flow, vis)}
+  if "generator" in nets:
+    out["generated"] = models["generator"].apply(nets["generator"], batch["source_image"], batch["target_pose"],
+                                                 flow, vis, train=False)
+    if "pixel_warp" in nets:
+      z = models["pixel_warp"].apply(nets["pixel_warp"], out["generated"], out["warped"], flow, vis, train=False)
+      out["mask"] = z
+      out["final"] = z * out["warped"] + (1 - z) * out["generated"]
+  return out

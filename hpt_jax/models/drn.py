@@ -303,3 +303,27 @@ def build_models(model_config, dtype: Dtype = jnp.float32) -> dict[str, nn.Modul
       "disc_appearance": disc(),
       "disc_shape": disc(),
   }
+
+
+#: The generator networks inference needs (the discriminators are training-only).
+GENERATORS = ("pose_branch", "detail")
+
+
+def generate(models: dict[str, nn.Module], params: dict[str, Any], batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Deterministic DRN inference (dropout off), at the training resolution.
+
+  Args:
+    models: :func:`build_models`' dict (only ``pose_branch`` and ``detail`` are used).
+    params: ``{'pose_branch': …, 'detail': …}`` (extra networks ignored).
+    batch: ``source_image`` float [B, H, W, 3] in [-1, 1], ``source_pose``/``target_pose``
+      float [B, H, W, 18] heatmaps in [0, 1].
+
+  Returns:
+    ``{'coarse': Ĩ_c, 'residual': R_t, 'refined': Ĩ_t}``, each [B, H, W, 3] float32; coarse and
+    residual in [-1, 1], refined = coarse + residual (not clipped, as the reference; DRN §IV-A Eq. 2
+    without the face module).
+  """
+  guidance, coarse = models["pose_branch"].apply(
+      {"params": params["pose_branch"]}, batch["source_image"], batch["source_pose"], batch["target_pose"], True)
+  residual = models["detail"].apply({"params": params["detail"]}, batch["source_image"], guidance)
+  return {"coarse": coarse, "residual": residual, "refined": coarse + residual}

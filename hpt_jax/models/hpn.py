@@ -47,7 +47,7 @@ networks; sharing keeps the parameter count independent of N).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -304,3 +304,65 @@ def crop_regions(images: jax.Array, boxes: jax.Array, side: int) -> jax.Array:
     return jax.lax.dynamic_slice(image, (box[0], box[1], 0), (side, side, c))
 
   return jax.vmap(lambda image, bxs: jax.vmap(lambda b: one(image, b))(bxs))(images, boxes)
+
+
+class Level(NamedTuple):
+  """One progressive level of a config: its image size, bottleneck grid and pose-map σ.
+
+  Attributes:
+    index: level index in ``[0, model.num_levels)``.
+    image_size: (H, W) pixels of the level image (``model.base_size · 2**index``).
+    bottleneck_size: (Hb, Wb) = ``model.base_size / 2`` (the same at every level).
+    sigma_cells: pose-map σ on the bottleneck grid, ``pose.sigma · Hb / H_0`` cells (the same at
+      every level; see the module docstring).
+  """
+
+  index: int
+  image_size: tuple[int, int]
+  bottleneck_size: tuple[int, int]
+  sigma_cells: float
+
+  @property
+  def name(self) -> str:
+    """``level_<H>x<W>``, the checkpoint folder name."""
+    return f"level_{self.image_size[0]}x{self.image_size[1]}"
+
+
+def level(config, index: int) -> Level:
+  """The :class:`Level` ``index`` of a ``configs/deepfashion_hpn.py`` / ``hpn_1024.py`` config.
+
+  Negative indices count from the last level (−1 = the final one).
+
+  Raises:
+    ValueError: index outside the config's levels, or a bad ``model.base_size``/``num_levels``.
+  """
+  sizes = level_sizes(config.model.base_size, config.model.num_levels)
+  i = index + len(sizes) if index < 0 else index
+  if not 0 <= i < len(sizes):
+    raise ValueError(f"level {index} outside [0, {len(sizes)}) (model.num_levels={len(sizes)}: {sizes})")
+  base = tuple(int(s) for s in config.model.base_size)
+  bottleneck = (base[0] // 2, base[1] // 2)
+  return Level(i, sizes[i], bottleneck, float(config.pose.sigma) * bottleneck[0] / base[0])
+
+
+def build_generator(config, lvl: Level, dtype: Dtype = jnp.float32) -> "HPNGenerator":
+  """The :class:`HPNGenerator` of level ``lvl`` from ``config.model``."""
+  m = config.model
+  return HPNGenerator(lvl.image_size, lvl.bottleneck_size, m.bottleneck_channels, m.min_channels, dtype)
+
+
+def generate(generator: "HPNGenerator", lvl: Level, variables: dict, batch: dict) -> jax.Array:
+  """HPN inference at one level (BatchNorm running statistics).
+
+  Args:
+    generator: :func:`build_generator` of ``lvl``.
+    lvl: the level.
+    variables: ``{'params': …, 'batch_stats': …}`` of the generator.
+    batch: ``source_image`` float ``[B, H, W, 3]`` in [-1, 1] at the level size and
+      ``target_keypoints`` float ``[B, 18, 2]`` (y, x) level pixels, −1 = missing.
+
+  Returns:
+    float32 ``[B, H, W, 3]`` in [-1, 1] (tanh output).
+  """
+  maps = pose_maps_on_grid(batch["target_keypoints"], lvl.image_size, lvl.bottleneck_size, lvl.sigma_cells)
+  return generator.apply(variables, batch["source_image"], maps, False)

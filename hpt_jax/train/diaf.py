@@ -49,6 +49,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from hpt_jax import checkpoints, image_io, parallel, runs
 from hpt_jax import flow as flow_lib
 from hpt_jax import losses
 from hpt_jax.models import diaf as diaf_models
@@ -239,49 +240,21 @@ class DIAFTrainer:
       return out, mutated["batch_stats"]
     return self.models[name].apply(variables, *args, train=False), stats
 
-  def predict_flow(self, flow_vars, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Frozen flow module on a batch: ``(flow·[V<2] [B,H,W,2], V = argmax int32 [B,H,W], logits)``."""
-    out, _ = self._apply("flow", flow_vars["params"], flow_vars["batch_stats"],
-                         batch["source_pose"], batch["target_pose"], train=False)
-    vis = jnp.argmax(out["vis_logits"], -1).astype(jnp.int32)
-    flow = out["flow"] * (vis < flow_lib.BACKGROUND)[..., None]
-    return jax.lax.stop_gradient(flow), vis, out["vis_logits"]
+  def predict_flow(self, flow_vars, batch) -> tuple[jax.Array, jax.Array]:
+    """Frozen flow module on a batch (:func:`hpt_jax.models.diaf.predict_flow`): ``(flow·[V<2]
+    [B,H,W,2] without gradient, V = argmax int32 [B,H,W])``."""
+    flow, vis, _ = diaf_models.predict_flow(self.models["flow"], flow_vars, batch["source_pose"],
+                                            batch["target_pose"])
+    return jax.lax.stop_gradient(flow), vis
 
   def warp_source(self, source_image, flow, vis) -> jax.Array:
-    """x_w = warp(x1, F) with background pixels (V = 2) set to −1 (reference pixel warping)."""
-    warped = flow_lib.warp(source_image, flow)
-    return jnp.where((vis == flow_lib.BACKGROUND)[..., None], -1.0, warped)
+    """:func:`hpt_jax.models.diaf.warp_source`."""
+    return diaf_models.warp_source(source_image, flow, vis)
 
   def generate(self, frozen, trained, batch) -> dict[str, jax.Array]:
-    """Inference with every network available (running BN averages).
-
-    Args:
-      frozen / trained: ``{network: {'params', 'batch_stats'}}`` (the two are merged).
-      batch: ``source_image``, ``source_pose``, ``target_pose``.
-
-    Returns:
-      dict: ``flow`` (masked by V < 2), ``raw_flow``, ``vis`` (always); ``warped``; ``generated`` if the generator is present;
-      ``mask`` z and ``final`` if the pixel-warp net is present. Images [B,H,W,3] in [-1, 1].
-    """
-    nets = {**frozen, **trained}
-    out = {}
-    f = nets["flow"]
-    raw, _ = self._apply("flow", f["params"], f["batch_stats"], batch["source_pose"], batch["target_pose"],
-                         train=False)
-    vis = jnp.argmax(raw["vis_logits"], -1).astype(jnp.int32)
-    flow = raw["flow"] * (vis < flow_lib.BACKGROUND)[..., None]
-    out.update(flow=flow, raw_flow=raw["flow"], vis=vis, warped=self.warp_source(batch["source_image"], flow, vis))
-    if "generator" in nets:
-      g = nets["generator"]
-      out["generated"], _ = self._apply("generator", g["params"], g["batch_stats"], batch["source_image"],
-                                        batch["target_pose"], flow, vis, train=False)
-    if "pixel_warp" in nets:
-      p = nets["pixel_warp"]
-      z, _ = self._apply("pixel_warp", p["params"], p["batch_stats"], out["generated"], out["warped"],
-                         flow, vis, train=False)
-      out["mask"] = z
-      out["final"] = z * out["warped"] + (1 - z) * out["generated"]
-    return out
+    """:func:`hpt_jax.models.diaf.generate` with ``frozen`` and ``trained`` merged
+    (``{network: {'params', 'batch_stats'}}`` each)."""
+    return diaf_models.generate(self.models, {**frozen, **trained}, batch)
 
   def _perceptual(self, vgg_params, pred, target_features):
     feats = self.vgg.apply({"params": vgg_params}, pred)
@@ -399,7 +372,7 @@ class DIAFTrainer:
       ``(new_state, metrics)``: ``generator/{l1,perceptual,gan,total}``, ``disc/loss``, gradient
       norms, ``gan_on``.
     """
-    flow, vis, _ = self.predict_flow(frozen["flow"], batch)
+    flow, vis = self.predict_flow(frozen["flow"], batch)
     gan_on = state.step >= self.config.phases.generator.gan_start_step
 
     def forward(params):
@@ -423,7 +396,7 @@ class DIAFTrainer:
       ``(new_state, metrics)``: ``pixel_warp/{l1,perceptual,gan,total}`` of the fused output,
       ``pixel_warp/mask_mean``, ``disc/loss``, gradient norms.
     """
-    flow, vis, _ = self.predict_flow(frozen["flow"], batch)
+    flow, vis = self.predict_flow(frozen["flow"], batch)
     g = frozen["generator"]
     generated, _ = self._apply("generator", g["params"], g["batch_stats"], batch["source_image"],
                                batch["target_pose"], flow, vis, train=False)
@@ -445,14 +418,13 @@ def _eval_batches(examples, config, mesh):
   """Yields ``(sharded model inputs, host batch, n_valid)`` over ``examples`` in order, every batch
   padded to ``config.batch_size`` (one compiled shape for evaluation and samples)."""
   from input_pipeline import diaf_pipeline
-  from hpt_jax.train import loop
   bs = config.batch_size
   ds = diaf_pipeline.create_diaf_dataset(examples, config, config.eval_data, batch_size=bs, seed=config.seed,
                                          train=False, drop_remainder=False)
   for batch in ds:
     n = len(batch["pair_index"])
-    batch = {k: loop.pad_to(v, bs) for k, v in batch.items()}
-    yield loop.shard_batch(diaf_pipeline.model_inputs(batch), mesh), batch, n
+    batch = {k: parallel.pad_to(v, bs) for k, v in batch.items()}
+    yield parallel.shard_batch(diaf_pipeline.model_inputs(batch), mesh), batch, n
 
 
 def evaluate_flow(generate_fn, frozen, trained, examples, config, mesh) -> dict[str, float]:
@@ -505,11 +477,10 @@ def evaluate_images(generate_fn, frozen, trained, examples, config, mesh, key: s
 
 def sample_columns(phase: str, out: dict, batch: dict) -> tuple[list[np.ndarray], str]:
   """Sample-grid columns of a phase and their caption (rows = eval pairs)."""
-  from hpt_jax.train import loop
   rows = min(4, len(batch["source_image"]))
   out = {k: v[:rows] for k, v in jax.device_get(out).items()}
   host = {k: v[:rows] for k, v in jax.device_get(batch).items()}
-  pose_rgb = loop.pose_to_rgb(host["target_pose"])
+  pose_rgb = image_io.pose_to_rgb(host["target_pose"])
   if phase == "flow":
     m = max(float(np.abs(host["flow"]).max()), 1.0)
     cols = [host["source_image"], pose_rgb, flow_lib.flow_to_rgb(host["flow"], m),
@@ -552,9 +523,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   diaf_pipeline.validate_config(config)
   os.makedirs(workdir, exist_ok=True)
-  mesh = loop.make_mesh()
-  rep = loop.replicated(mesh)
-  local_batch = loop.per_process_batch_size(config.batch_size, mesh)
+  mesh = parallel.make_mesh()
+  rep = parallel.replicated(mesh)
+  local_batch = parallel.per_process_batch_size(config.batch_size, mesh)
   image_size = tuple(config.data.image_size)
   if tuple(config.eval_data.image_size) != image_size:
     raise ValueError(f"eval_data.image_size={tuple(config.eval_data.image_size)} must equal data.image_size={image_size}")
@@ -566,7 +537,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   vgg_params = jax.device_put(weights.load_perceptual_params(config), rep)
 
   writer = loop.create_writer(workdir)
-  loop.write_config_json(workdir, config)
+  runs.write_config_json(workdir, config)
   summary_path = os.path.join(workdir, "summary.json")
   summary = {}
   if os.path.exists(summary_path):
@@ -590,7 +561,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                               batch_stats={**state.batch_stats, "disc": disc_from_generator.batch_stats["disc"]},
                               opt_state={**state.opt_state, "disc": disc_from_generator.opt_state["disc"]})
       state = jax.device_put(state, rep)
-      ckpt = loop.StageCheckpointer(os.path.join(workdir, "checkpoints", phase), config.keep_checkpoints)
+      ckpt = checkpoints.StageCheckpointer(os.path.join(workdir, "checkpoints", phase), config.keep_checkpoints)
       try:
         latest = ckpt.latest_step()
         if latest is not None and latest >= total:
@@ -605,7 +576,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             state = ckpt.restore(state, train_iter)
             logging.info("phase %s: resumed from %s at step %d", phase, ckpt.directory, int(state.step))
           logging.info("phase %s: %s parameters, %d steps", phase,
-                       {k: f"{loop.count_params(v) / 1e6:.3f}M" for k, v in state.params.items()}, total)
+                       {k: f"{runs.count_params(v) / 1e6:.3f}M" for k, v in state.params.items()}, total)
           state, last = _run_phase(trainer, phase, state, train_iter, frozen, vgg_params, config, mesh, rep,
                                    ckpt, writer, workdir, generate_fn, sample_batch, global_step)
           if last:
@@ -669,12 +640,12 @@ def _run_phase(trainer, phase, state, train_iter, frozen, vgg_params, config, me
   def sample_fn(step, state):
     out = generate_fn(frozen, _variables(state), sample_batch)
     cols, caption = sample_columns(phase, out, sample_batch)
-    grid = loop.image_grid(cols)
-    loop.save_png(os.path.join(workdir, "samples", f"{phase}_step_{step}.png"), grid)
+    grid = image_io.image_grid(cols)
+    image_io.save_png(os.path.join(workdir, "samples", f"{phase}_step_{step}.png"), grid)
     return {f"samples/{phase}/{caption}": grid}
 
   return loop.run_steps(
-      state, step_and_tag, lambda: loop.shard_batch(diaf_pipeline.model_inputs(next(train_iter)), mesh),
+      state, step_and_tag, lambda: parallel.shard_batch(diaf_pipeline.model_inputs(next(train_iter)), mesh),
       total_steps=total, ckpt=ckpt, data_iter=train_iter, writer=writer, log_every=config.log_every_steps,
       checkpoint_every=config.checkpoint_every_steps, sample_every=config.sample_every_steps,
       sample_fn=sample_fn, step_offset=step_offset)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from hpt_jax import checkpoints, image_io, parallel, runs
 from hpt_jax import losses
 from hpt_jax.models import drn
 from hpt_jax.models.vgg import VGG
@@ -135,19 +136,8 @@ class DRNTrainer:
     return self.vgg.apply({"params": vgg_params}, images)
 
   def generate(self, params, batch) -> dict[str, jax.Array]:
-    """Deterministic inference (dropout off).
-
-    Args:
-      params: ``state.params`` (only the generators are used).
-      batch: dict with ``source_image`` [B, H, W, 3], ``source_pose``/``target_pose`` [B, H, W, 18].
-
-    Returns:
-      ``{'coarse': Ĩ_c, 'residual': R_t, 'refined': Ĩ_t}``, each [B, H, W, 3] float32; coarse and
-      residual in [-1, 1], refined = coarse + residual (not clipped, as the reference).
-    """
-    guidance, coarse = self._pose_branch(params["pose_branch"], batch, True, None)
-    residual = self._detail(params["detail"], batch, guidance)
-    return {"coarse": coarse, "residual": residual, "refined": coarse + residual}
+    """:func:`hpt_jax.models.drn.generate` with this trainer's networks (``params`` = ``state.params``)."""
+    return drn.generate(self.models, params, batch)
 
   # ------------------------------------------------------------------ step
   def train_step(self, state: DRNState, batch: dict[str, jax.Array], vgg_params) -> tuple[DRNState, dict]:
@@ -256,10 +246,9 @@ class DRNTrainer:
 
 def sample_columns(generate_fn, params, batch) -> list[np.ndarray]:
   """The sample-grid columns: source | target pose | coarse | refined | ground truth ([B, H, W, 3] each)."""
-  from hpt_jax.train import loop
   out = jax.device_get(generate_fn(params, batch))
   host = jax.device_get(batch)
-  return [host["source_image"], loop.pose_to_rgb(host["target_pose"]), out["coarse"],
+  return [host["source_image"], image_io.pose_to_rgb(host["target_pose"]), out["coarse"],
           np.clip(out["refined"], -1, 1), host["target_image"]]
 
 
@@ -278,8 +267,8 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
   from hpt_jax.train import loop
 
   os.makedirs(workdir, exist_ok=True)
-  mesh = loop.make_mesh()
-  local_batch = loop.per_process_batch_size(config.batch_size, mesh)
+  mesh = parallel.make_mesh()
+  local_batch = parallel.per_process_batch_size(config.batch_size, mesh)
   image_size = tuple(config.data.image_size)
 
   train_examples = pipeline.load_examples(config.data, logger=logging.info)
@@ -288,11 +277,11 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
   vgg_params = weights.load_perceptual_params(config)
 
   trainer = DRNTrainer(config)
-  rep = loop.replicated(mesh)
+  rep = parallel.replicated(mesh)
   init_fn = jax.jit(trainer.init_state, static_argnums=1, out_shardings=rep)
   state = init_fn(jax.random.PRNGKey(config.seed), image_size)
   vgg_params = jax.device_put(vgg_params, rep)
-  logging.info("parameters: %s", {k: f"{loop.count_params(v) / 1e6:.2f}M" for k, v in state.params.items()})
+  logging.info("parameters: %s", {k: f"{runs.count_params(v) / 1e6:.2f}M" for k, v in state.params.items()})
 
   dataset = pipeline.create_pair_dataset(
       train_examples, image_size=image_size, sigma=config.pose.sigma, batch_size=local_batch,
@@ -300,7 +289,7 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
       shard_count=jax.process_count(), num_workers=config.data.num_workers)
   train_iter = iter(dataset)
 
-  ckpt = loop.StageCheckpointer(os.path.join(workdir, "checkpoints", config.model_name),
+  ckpt = checkpoints.StageCheckpointer(os.path.join(workdir, "checkpoints", config.model_name),
                                 config.keep_checkpoints)
   if ckpt.latest_step() is not None:
     state = ckpt.restore(state, train_iter)
@@ -308,21 +297,21 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
   start = int(state.step)
 
   writer = loop.create_writer(workdir)
-  loop.write_config_json(workdir, config)
+  runs.write_config_json(workdir, config)
   if start == 0:
     writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                          for k, v in loop.flatten_config(config).items()})
+                          for k, v in runs.flatten_config(config).items()})
   step_fn = jax.jit(trainer.train_step, donate_argnums=0, out_shardings=(rep, rep))
   generate_fn = jax.jit(trainer.generate)
   sample_n = min(4, len(eval_examples))
   sample_ds = pipeline.create_pair_dataset(
       eval_examples[:sample_n], image_size=image_size, sigma=config.pose.sigma, batch_size=sample_n,
       seed=config.seed, train=False, flip=False, drop_remainder=False)
-  sample_batch = jax.device_put(_model_inputs(next(iter(sample_ds))), rep)
+  sample_batch = jax.device_put(pipeline.model_inputs(next(iter(sample_ds))), rep)
 
   def sample_fn(step, state):
-    grid = loop.image_grid(sample_columns(generate_fn, state.params, sample_batch))
-    loop.save_png(os.path.join(workdir, "samples", f"step_{step}.png"), grid)
+    grid = image_io.image_grid(sample_columns(generate_fn, state.params, sample_batch))
+    image_io.save_png(os.path.join(workdir, "samples", f"step_{step}.png"), grid)
     return {"samples/source|pose|coarse|refined|target": grid}
 
   eval_fn = None
@@ -334,7 +323,7 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
   try:
     state, _ = loop.run_steps(
         state, lambda s, b: step_fn(s, b, vgg_params),
-        lambda: loop.shard_batch(_model_inputs(next(train_iter)), mesh),
+        lambda: parallel.shard_batch(pipeline.model_inputs(next(train_iter)), mesh),
         total_steps=config.total_steps, ckpt=ckpt, data_iter=train_iter, writer=writer,
         log_every=config.log_every_steps, checkpoint_every=config.checkpoint_every_steps,
         sample_every=config.sample_every_steps, sample_fn=sample_fn,
@@ -343,11 +332,3 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
     ckpt.close()
     writer.close()
   return state
-
-
-MODEL_KEYS = ("source_image", "target_image", "source_pose", "target_pose")
-
-
-def _model_inputs(batch: dict) -> dict:
-  """The batch keys the DRN step consumes (keypoints and indices stay on the host)."""
-  return {k: batch[k] for k in MODEL_KEYS}

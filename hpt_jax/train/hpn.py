@@ -52,6 +52,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from hpt_jax import checkpoints, image_io, parallel, runs
 from hpt_jax.models import hpn
 from hpt_jax.models.vgg import VGG
 from hpt_jax.train import optim
@@ -119,29 +120,22 @@ class HPNTrainer:
   """
 
   def __init__(self, config, level: int):
-    sizes = validate_config(config)
-    if not 0 <= level < len(sizes):
-      raise ValueError(f"level {level} outside [0, {len(sizes)})")
+    validate_config(config)
     self.config = config
-    self.level = level
-    self.image_size = sizes[level]
-    base = tuple(config.model.base_size)
-    self.bottleneck_size = (base[0] // 2, base[1] // 2)
+    self.spec = hpn.level(config, level)
+    self.level = level = self.spec.index
+    self.image_size = self.spec.image_size
+    self.bottleneck_size = self.spec.bottleneck_size
     self.num_local = int(config.local_descriptors[level])
     self.side = max(1, self.image_size[0] // 8)
     self.local_size = max(self.side, int(config.loss.local_min_size))
     self.steps = int(config.steps_per_level)
-    self.use_local_disc = bool(config.loss.local_discriminator) and level == len(sizes) - 1 \
-        and self.num_local > 0
+    last = level == config.model.num_levels - 1
+    self.use_local_disc = bool(config.loss.local_discriminator) and last and self.num_local > 0
     self.use_local_perceptual = self.num_local > 0 and not self.use_local_disc
-    # σ is given in pixels of the first level; on the bottleneck grid (half the first level) it
-    # is σ · Hb / H_0 cells at every level (hpt_jax/models/hpn.py docstring).
-    self.sigma_cells = float(config.pose.sigma) * self.bottleneck_size[0] / base[0]
     dtype = jnp.dtype(config.dtype)
-    m = config.model
-    self.generator = hpn.HPNGenerator(self.image_size, self.bottleneck_size, m.bottleneck_channels,
-                                      m.min_channels, dtype)
-    self.local_disc = hpn.LocalDiscriminator(m.ndf, dtype)
+    self.generator = hpn.build_generator(config, self.spec, dtype)
+    self.local_disc = hpn.LocalDiscriminator(config.model.ndf, dtype)
     self.vgg = VGG(arch=config.perceptual.network, taps=tuple(config.perceptual.taps), dtype=dtype)
     o = config.optimizer
     self.tx = optim.adam_l2(o.b1, o.b2, o.eps, o.weight_decay)
@@ -151,7 +145,12 @@ class HPNTrainer:
   @property
   def name(self) -> str:
     """``level_<H>x<W>``, the checkpoint folder name."""
-    return f"level_{self.image_size[0]}x{self.image_size[1]}"
+    return self.spec.name
+
+  @property
+  def sigma_cells(self) -> float:
+    """Pose-map σ in bottleneck cells (:class:`hpt_jax.models.hpn.Level`)."""
+    return self.spec.sigma_cells
 
   def init_state(self, rng: jax.Array) -> HPNState:
     """Fresh parameters (He init) and optimiser state for this level."""
@@ -185,12 +184,12 @@ class HPNTrainer:
   def pose_maps(self, batch) -> jax.Array:
     """``[B, Hb, Wb, 18]`` target-pose maps on the bottleneck grid."""
     return hpn.pose_maps_on_grid(batch["target_keypoints"], self.image_size, self.bottleneck_size,
-                                 self.sigma_cells)
+                                 self.spec.sigma_cells)
 
   def generate(self, params, batch_stats, batch) -> jax.Array:
-    """Inference (BatchNorm running statistics): ``[B, H, W, 3]`` float32 in [-1, 1]."""
-    return self.generator.apply({"params": params["generator"], "batch_stats": batch_stats["generator"]},
-                                batch["source_image"], self.pose_maps(batch), False)
+    """:func:`hpt_jax.models.hpn.generate` with this level's generator and the state's variables."""
+    return hpn.generate(self.generator, self.spec,
+                        {"params": params["generator"], "batch_stats": batch_stats["generator"]}, batch)
 
   def _features(self, vgg_params, images):
     return self.vgg.apply({"params": vgg_params}, images)
@@ -377,9 +376,9 @@ def train_and_evaluate(config, workdir: str) -> HPNState:
 
   sizes = validate_config(config)
   os.makedirs(workdir, exist_ok=True)
-  mesh = loop.make_mesh()
-  rep = loop.replicated(mesh)
-  local_batch = loop.per_process_batch_size(config.batch_size, mesh)
+  mesh = parallel.make_mesh()
+  rep = parallel.replicated(mesh)
+  local_batch = parallel.per_process_batch_size(config.batch_size, mesh)
   train_examples = pipeline.load_examples(config.data, logger=logging.info)
   eval_examples = pipeline.load_examples(config.eval_data, logger=logging.info)
   if config.eval_max_pairs:
@@ -387,7 +386,7 @@ def train_and_evaluate(config, workdir: str) -> HPNState:
   from hpt_jax import weights
   vgg_params = jax.device_put(weights.load_perceptual_params(config), rep)
   writer = loop.create_writer(workdir)
-  loop.write_config_json(workdir, config)
+  runs.write_config_json(workdir, config)
   root = jax.random.PRNGKey(config.seed)
 
   previous: HPNState | None = None
@@ -395,7 +394,7 @@ def train_and_evaluate(config, workdir: str) -> HPNState:
   try:
     for level in range(len(sizes)):
       trainer = HPNTrainer(config, level)
-      ckpt = loop.StageCheckpointer(os.path.join(workdir, "checkpoints", trainer.name), config.keep_checkpoints)
+      ckpt = checkpoints.StageCheckpointer(os.path.join(workdir, "checkpoints", trainer.name), config.keep_checkpoints)
       try:
         latest = ckpt.latest_step()
         if latest is not None and latest >= trainer.steps:
@@ -416,11 +415,10 @@ def train_and_evaluate(config, workdir: str) -> HPNState:
 
 def _restore_level(config, workdir, level: int, rep) -> HPNState:
   """The final state of a finished level, restored from its checkpoint folder."""
-  from hpt_jax.train import loop
   trainer = HPNTrainer(config, level)
   abstract = jax.eval_shape(trainer.init_state, jax.random.PRNGKey(0))
-  abstract = loop.abstract_like(abstract, rep)
-  ckpt = loop.StageCheckpointer(os.path.join(workdir, "checkpoints", trainer.name), config.keep_checkpoints)
+  abstract = checkpoints.abstract_like(abstract, rep)
+  ckpt = checkpoints.StageCheckpointer(os.path.join(workdir, "checkpoints", trainer.name), config.keep_checkpoints)
   try:
     return ckpt.restore(abstract)
   finally:
@@ -435,7 +433,7 @@ def _train_level(config, workdir, trainer, ckpt, latest, previous, level, root, 
   train_iter = iter(dataset)
   key = jax.random.fold_in(root, level)
   if latest is not None:
-    abstract = loop.abstract_like(jax.eval_shape(trainer.init_state, key), rep)
+    abstract = checkpoints.abstract_like(jax.eval_shape(trainer.init_state, key), rep)
     state = ckpt.restore(abstract, train_iter)
     logging.info("%s: resumed at step %d", trainer.name, int(state.step))
   elif level == 0:
@@ -447,7 +445,7 @@ def _train_level(config, workdir, trainer, ckpt, latest, previous, level, root, 
     state = jax.device_put(state, rep)
     logging.info("%s: grown from the previous level; carried %s; new %s", trainer.name, carried, added)
   logging.info("%s: %s parameters, %d local descriptors%s, %d steps", trainer.name,
-               {k: f"{loop.count_params(v) / 1e6:.3f}M" for k, v in state.params.items()}, trainer.num_local,
+               {k: f"{runs.count_params(v) / 1e6:.3f}M" for k, v in state.params.items()}, trainer.num_local,
                " (local discriminator)" if trainer.use_local_disc else "", trainer.steps)
 
   eval_ds = _level_dataset(config, eval_examples, trainer, False, min(config.batch_size, len(eval_examples)))
@@ -460,16 +458,16 @@ def _train_level(config, workdir, trainer, ckpt, latest, previous, level, root, 
   def sample_fn(step, state):
     out = np.asarray(generate_fn(state.params, state.batch_stats, sample_batch))
     host = jax.device_get(sample_batch)
-    grid = loop.image_grid([host["source_image"], _keypoint_panel(host["target_keypoints"], trainer),
+    grid = image_io.image_grid([host["source_image"], _keypoint_panel(host["target_keypoints"], trainer),
                             out, host["target_image"]])
-    loop.save_png(os.path.join(workdir, "samples", f"{trainer.name}_step_{step}.png"), grid)
+    image_io.save_png(os.path.join(workdir, "samples", f"{trainer.name}_step_{step}.png"), grid)
     return {"samples/source|pose|generated|target": grid}
 
   offset = level * trainer.steps          # TensorBoard x-axis: global step over the levels
   prefix = f"{trainer.name}/"
   state, scalars = loop.run_steps(
       state, lambda s, b: step_fn(s, b, vgg_params),
-      lambda: loop.shard_batch(_model_inputs(next(train_iter)), mesh),
+      lambda: parallel.shard_batch(_model_inputs(next(train_iter)), mesh),
       total_steps=trainer.steps, ckpt=ckpt, data_iter=train_iter, writer=writer,
       log_every=config.log_every_steps, checkpoint_every=config.checkpoint_every_steps,
       sample_every=config.sample_every_steps, sample_fn=sample_fn, step_offset=offset, prefix=prefix)
@@ -487,7 +485,6 @@ def _train_level(config, workdir, trainer, ckpt, latest, previous, level, root, 
 def _keypoint_panel(keypoints: np.ndarray, trainer: HPNTrainer) -> np.ndarray:
   """Target pose as an RGB panel at the level size (for the sample grid)."""
   from hpt_jax import pose
-  from hpt_jax.train import loop
   h, w = trainer.image_size
   heat = pose.keypoints_to_heatmaps(np.asarray(keypoints, np.float32), h, w, max(1.0, h / 64))
-  return loop.pose_to_rgb(heat)
+  return image_io.pose_to_rgb(heat)

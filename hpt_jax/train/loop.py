@@ -1,16 +1,8 @@
-"""The training loop every model shares: device mesh, checkpoints, writers, progress, NaN guard.
+"""The training step loop every trainer shares: writers, progress, NaN guard, Ctrl-C save.
 
-Parallelism: one 1-D mesh ``('data',)`` over every device of every process
-(``jax.make_mesh``). The train state is replicated (``NamedSharding(mesh, P())``), each batch is
-split along its leading axis (``P('data')``), and the step is a plain ``jax.jit`` — the compiler
-inserts the gradient all-reduce, so the same code runs on 1 CPU, 8 GPUs or a TPU pod
-(``jax.pmap`` is in maintenance mode since JAX 0.8). Multi-host: call
-:func:`maybe_initialize_distributed` first; each process feeds only its own shard of the global
-batch (``jax.make_array_from_process_local_data``).
-
-Checkpoints: one Orbax ``CheckpointManager`` per stage folder (``<workdir>/checkpoints/<stage>/``)
-holding the train state and the grain iterator state; Orbax writes to a temporary folder and
-renames it when complete, so an interrupted save never replaces a good checkpoint.
+Mesh and sharding live in :mod:`hpt_jax.parallel`, checkpoints in :mod:`hpt_jax.checkpoints`,
+image helpers in :mod:`hpt_jax.image_io` and the run record in :mod:`hpt_jax.runs` (shared with
+evaluation and inference, which import nothing from ``hpt_jax.train``).
 
 Nothing here imports TensorFlow except :func:`create_writer`, which falls back to a logging-only
 writer when TensorFlow is missing (e.g. on GPU machines without it).
@@ -18,158 +10,17 @@ writer when TensorFlow is missing (e.g. on GPU machines without it).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from importlib import metadata
 from typing import Any, Mapping
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
-from PIL import Image
 
-DATA_AXIS = "data"
+from hpt_jax import runs
 
 
 class NonFiniteLossError(FloatingPointError):
   """A loss became NaN or Inf; the message names the metric and the step."""
-
-
-def quiet_library_logs() -> None:
-  """Drops INFO lines from Orbax and grain (dozens per checkpoint) from the absl log handler."""
-  import logging as std_logging
-
-  def keep(record) -> bool:
-    noisy = "/orbax/" in record.pathname or "/grain/" in record.pathname
-    return record.levelno >= std_logging.WARNING or not noisy
-
-  logging.get_absl_handler().addFilter(keep)
-
-
-# ------------------------------------------------------------------ devices
-def maybe_initialize_distributed() -> None:
-  """Calls ``jax.distributed.initialize()`` when a multi-process environment is detected.
-
-  Detected through the variables JAX's own cluster auto-detection uses (``JAX_COORDINATOR_ADDRESS``,
-  SLURM, Cloud TPU pods set their own). Single-process runs do nothing.
-  """
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-    jax.distributed.initialize()
-
-
-def make_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D mesh with axis ``'data'`` over ``devices`` (default: every device of every process).
-
-  The axis is ``AxisType.Auto``: the compiler propagates shardings (``jax.make_mesh`` defaults to
-  ``Explicit`` axes in JAX ≥ 0.9, under which Flax's dropout ``select`` rejects mixed shardings).
-  """
-  devices = jax.devices() if devices is None else list(devices)
-  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=devices)
-
-
-def replicated(mesh) -> NamedSharding:
-  """Sharding that keeps a full copy on every device of ``mesh``."""
-  return NamedSharding(mesh, P())
-
-
-def batch_sharding(mesh) -> NamedSharding:
-  """Sharding that splits the leading (batch) axis over the mesh's ``'data'`` axis."""
-  return NamedSharding(mesh, P(DATA_AXIS))
-
-
-def per_process_batch_size(global_batch: int, mesh) -> int:
-  """The batch each process feeds. Raises ValueError naming ``batch_size`` if it does not divide."""
-  n_dev = mesh.devices.size
-  if global_batch % n_dev:
-    raise ValueError(f"batch_size={global_batch} (global) must be divisible by the {n_dev} devices of the mesh")
-  return global_batch // jax.process_count()
-
-
-def shard_batch(batch: Mapping[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-  """Turns this process's part of a global batch into global arrays split over ``'data'``.
-
-  Args:
-    batch: ``name → [B_local, ...]`` NumPy arrays (the process-local shard).
-    mesh: the data mesh.
-
-  Returns:
-    ``name → [B_global, ...]`` jax arrays sharded along axis 0.
-  """
-  sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
-
-
-# -------------------------------------------------------------- checkpoints
-class StageCheckpointer:
-  """Orbax checkpoints of one training stage (``<workdir>/checkpoints/<stage>/<step>/``).
-
-  Each checkpoint holds ``state`` (any pytree of arrays, restored with the shardings of the
-  abstract target) and, when given, ``data_iter`` (the grain iterator's state).
-
-  Args:
-    directory: the stage folder; created if missing.
-    max_to_keep: how many recent checkpoints to keep.
-  """
-
-  def __init__(self, directory: str, max_to_keep: int = 3):
-    self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=False)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
-
-  def latest_step(self) -> int | None:
-    """Step of the newest complete checkpoint, or None."""
-    return self.manager.latest_step()
-
-  def save(self, step: int, state: Any, data_iter=None) -> None:
-    """Saves ``state`` (and the iterator state) at ``step``; blocks until it is on disk."""
-    import grain  # local: grain is only needed where data iterators are checkpointed
-    items = {"state": ocp.args.StandardSave(state)}
-    if data_iter is not None:
-      items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
-    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
-    self.manager.wait_until_finished()
-
-  def restore(self, abstract_state: Any, data_iter=None, step: int | None = None):
-    """Restores the checkpoint at ``step`` (default: latest) into the abstract target.
-
-    Args:
-      abstract_state: pytree of ``jax.ShapeDtypeStruct`` with shardings (``jax.eval_shape`` +
-        shardings), or concrete arrays whose shardings are used.
-      data_iter: a grain iterator whose state is set in place, or None.
-      step: which checkpoint; None = latest.
-
-    Returns:
-      The restored state.
-
-    Raises:
-      FileNotFoundError: no checkpoint in the folder (names it).
-      ValueError: the checkpoint does not match the model (e.g. another config's widths); the
-        message names the folder and Orbax's reason.
-    """
-    import grain
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-    items = {"state": ocp.args.StandardRestore(target)}
-    if data_iter is not None:
-      items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
-    try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-    except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(f"checkpoint {self.directory}/{step} does not match this config's model: {e}") from e
-    return restored["state"]
-
-  def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
 
 
 # ------------------------------------------------------------------ writers
@@ -225,110 +76,8 @@ def check_finite(metrics: Mapping[str, Any], step: int) -> None:
                              "the run stops, the last good checkpoint is kept")
 
 
-def _git_commit() -> str:
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  try:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                          timeout=10).stdout.strip() or "unknown"
-  except (OSError, subprocess.SubprocessError):
-    return "unknown"
-
-
-def _versions() -> dict[str, str]:
-  out = {"python": sys.version.split()[0]}
-  for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "clu", "ml-collections", "numpy"):
-    try:
-      out[name] = metadata.version(name)
-    except metadata.PackageNotFoundError:
-      out[name] = "absent"
-  return out
-
-
-def write_config_json(workdir: str, config) -> str:
-  """Writes ``<workdir>/config.json``: the resolved config, git commit, package versions, devices."""
-  path = os.path.join(workdir, "config.json")
-  payload = {
-      "config": json.loads(config.to_json_best_effort()),
-      "git_commit": _git_commit(),
-      "versions": _versions(),
-      "devices": {"count": jax.device_count(), "kind": jax.devices()[0].device_kind,
-                  "processes": jax.process_count()},
-  }
-  if jax.process_index() == 0:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-  return path
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-  """[..., 3] float in [-1, 1] → uint8 in [0, 255] (values outside are clipped)."""
-  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def pose_to_rgb(heatmaps: np.ndarray) -> np.ndarray:
-  """[..., H, W, 18] heatmaps in [0, 1] → [..., H, W, 3] image in [-1, 1]: each joint a fixed hue."""
-  n = heatmaps.shape[-1]
-  hues = np.linspace(0, 1, n, endpoint=False)
-  colors = np.stack([np.abs(hues * 6 - 3) - 1, 2 - np.abs(hues * 6 - 2), 2 - np.abs(hues * 6 - 4)], -1)
-  colors = np.clip(colors, 0, 1)
-  rgb = np.clip(np.einsum("...j,jc->...c", np.asarray(heatmaps, np.float32), colors), 0, 1)
-  return rgb * 2 - 1
-
-
-def image_grid(columns: list[np.ndarray]) -> np.ndarray:
-  """Tiles columns of [B, H, W, 3] images in [-1, 1] into one uint8 [B·H, n·W, 3] grid (rows = examples)."""
-  rows = [np.concatenate([c[i] for c in columns], axis=1) for i in range(columns[0].shape[0])]
-  return to_uint8(np.concatenate(rows, axis=0))
-
-
-def save_png(path: str, image_uint8: np.ndarray) -> None:
-  """Writes a uint8 [H, W, 3] image atomically (temporary file + rename)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp.png"
-  Image.fromarray(image_uint8).save(tmp)
-  os.replace(tmp, path)
-
-
-def abstract_like(tree, sharding):
-  """``jax.ShapeDtypeStruct`` pytree of ``tree`` (arrays or shape structs) carrying ``sharding``."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
-
-
-def flatten_config(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-  """Flattens nested mappings (a ConfigDict or its JSON) to ``{'a.b.c': value}``."""
-  out = {}
-  for k, v in tree.items():
-    if hasattr(v, "items"):
-      out.update(flatten_config(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
-def pad_to(x: np.ndarray, n: int) -> np.ndarray:
-  """Pads the leading axis to ``n`` by repeating the last element (a short last eval batch keeps
-  the compiled batch shape; callers drop the padded results)."""
-  x = np.asarray(x)
-  if len(x) == n:
-    return x
-  return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)], axis=0)
-
-
-def count_params(tree) -> int:
-  """Number of scalar parameters in a pytree (arrays or shape structs)."""
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-
-
-def host_scalars(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
-  """Fetches a dict of scalar device arrays as Python floats (one transfer)."""
-  fetched = jax.device_get(dict(metrics))
-  return {k: float(np.asarray(v)) for k, v in fetched.items()}
-
-
 # -------------------------------------------------------------- the step loop
-def run_steps(state: Any, step_fn, next_batch, *, total_steps: int, ckpt: "StageCheckpointer",
+def run_steps(state: Any, step_fn, next_batch, *, total_steps: int, ckpt,
               data_iter, writer, log_every: int, checkpoint_every: int, sample_every: int = 0,
               sample_fn=None, eval_every: int = 0, eval_fn=None, step_offset: int = 0,
               prefix: str = "") -> tuple[Any, dict[str, float]]:
@@ -348,7 +97,7 @@ def run_steps(state: Any, step_fn, next_batch, *, total_steps: int, ckpt: "Stage
     step_fn: jitted ``(state, batch) -> (state, metrics)``; the state may be donated.
     next_batch: ``() -> batch`` (device arrays, already sharded).
     total_steps: stop after this step.
-    ckpt: the stage's :class:`StageCheckpointer`; data_iter: the grain iterator saved with it.
+    ckpt: the stage's :class:`hpt_jax.checkpoints.StageCheckpointer`; data_iter: the grain iterator saved with it.
     writer: a clu metric writer (:func:`create_writer`).
     log_every, checkpoint_every, sample_every, eval_every: periods in steps (0 = only the last
       step for logging/checkpoints; callbacks that are None never run).
@@ -370,7 +119,7 @@ def run_steps(state: Any, step_fn, next_batch, *, total_steps: int, ckpt: "Stage
     while step < total_steps:
       state, metrics = step_fn(state, next_batch())
       step += 1
-      scalars = host_scalars(metrics)
+      scalars = runs.host_scalars(metrics)
       check_finite(scalars, step)
       if progress is not None:
         progress(step)

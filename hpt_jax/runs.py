@@ -1,0 +1,87 @@
+"""Run folders: the ``config.json`` record, config flattening, parameter counts, quiet library logs.
+
+Shared by training, evaluation, inference and the launchers (nothing here imports training code).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import metadata
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from absl import logging
+
+
+def quiet_library_logs() -> None:
+  """Drops INFO lines from Orbax and grain (dozens per checkpoint) from the absl log handler."""
+  import logging as std_logging
+
+  def keep(record) -> bool:
+    noisy = "/orbax/" in record.pathname or "/grain/" in record.pathname
+    return record.levelno >= std_logging.WARNING or not noisy
+
+  logging.get_absl_handler().addFilter(keep)
+
+
+def _git_commit() -> str:
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                          timeout=10).stdout.strip() or "unknown"
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+
+
+def _versions() -> dict[str, str]:
+  out = {"python": sys.version.split()[0]}
+  for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "clu", "ml-collections", "numpy"):
+    try:
+      out[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      out[name] = "absent"
+  return out
+
+
+def write_config_json(workdir: str, config) -> str:
+  """Writes ``<workdir>/config.json``: the resolved config, git commit, package versions, devices."""
+  path = os.path.join(workdir, "config.json")
+  payload = {
+      "config": json.loads(config.to_json_best_effort()),
+      "git_commit": _git_commit(),
+      "versions": _versions(),
+      "devices": {"count": jax.device_count(), "kind": jax.devices()[0].device_kind,
+                  "processes": jax.process_count()},
+  }
+  if jax.process_index() == 0:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(payload, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+  return path
+
+
+def flatten_config(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+  """Flattens nested mappings (a ConfigDict or its JSON) to ``{'a.b.c': value}``."""
+  out = {}
+  for k, v in tree.items():
+    if hasattr(v, "items"):
+      out.update(flatten_config(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def count_params(tree) -> int:
+  """Number of scalar parameters in a pytree (arrays or shape structs)."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def host_scalars(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
+  """Fetches a dict of scalar device arrays as Python floats (one transfer)."""
+  fetched = jax.device_get(dict(metrics))
+  return {k: float(np.asarray(v)) for k, v in fetched.items()}
