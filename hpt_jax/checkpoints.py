@@ -16,8 +16,21 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import logging as std_logging
+
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+
+
+def _not_item_metadata_warning(record) -> bool:
+  # Orbax warns "Metadata file does not exist" when an item folder (not a step folder) is read
+  # directly, as restore_partial does; nothing is missing.
+  return "Metadata file does not exist" not in str(record.getMessage())
+
+
+std_logging.getLogger("absl").addFilter(_not_item_metadata_warning)
+logging.get_absl_handler().addFilter(_not_item_metadata_warning)
 
 
 class StageCheckpointer:

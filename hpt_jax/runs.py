@@ -85,3 +85,35 @@ def host_scalars(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
   """Fetches a dict of scalar device arrays as Python floats (one transfer)."""
   fetched = jax.device_get(dict(metrics))
   return {k: float(np.asarray(v)) for k, v in fetched.items()}
+
+
+def read_config_json(workdir: str) -> dict | None:
+  """The ``config`` block of ``<workdir>/config.json`` (what training resolved), or None if absent."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f).get("config", {})
+
+
+#: Config fields that must equal the training run's for a checkpoint to mean anything.
+MUST_MATCH = ("model.", "flow_model.", "pixel_warp_model.", "data.image_size", "data.pad_to_width", "pose.",
+              "model_name")
+
+
+def config_differences(config, workdir: str) -> list[str]:
+  """Differences between ``config`` and the run's ``<workdir>/config.json`` in the fields that fix
+  the model (:data:`MUST_MATCH`: ``model.*``, ``data.image_size``, ``pose.*``, …), as
+  ``'field: trained X, given Y'``. Empty if they agree or the run has no config.json (then only
+  the checkpoint's shape check applies)."""
+  trained = read_config_json(workdir)
+  if trained is None:
+    return []
+  trained = flatten_config(trained)
+  given = flatten_config(json.loads(config.to_json_best_effort()))
+  out = []
+  for key in sorted(set(trained) & set(given)):
+    if any(key == m or (m.endswith(".") and key.startswith(m)) for m in MUST_MATCH):
+      if trained[key] != given[key]:
+        out.append(f"{key}: trained {trained[key]!r}, given {given[key]!r}")
+  return out

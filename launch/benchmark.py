@@ -1,4 +1,4 @@
-r"""Benchmarks one training step (DRN 1-1-3 cycle, or one HPN level's step) and the input pipeline; prints one JSON line.
+r"""Benchmarks one training step (DRN 1-1-3 cycle, one HPN level's step, one DIAF phase's step) and the input pipeline; prints one JSON line.
 
 Usage::
 
@@ -6,6 +6,8 @@ Usage::
   python launch/benchmark.py --config=configs/deepfashion_drn.py:cpu --steps=5 --warmup=1
   python launch/benchmark.py --config=configs/deepfashion_drn.py:benchmark --flops_only
   python launch/benchmark.py --config=configs/hpn_1024.py:benchmark --flops_only   # HPN 1024² level
+  python launch/benchmark.py --config=configs/deepfashion_diaf.py --config.perceptual.random_init=true \
+      --config.batch_size=8 --flops_only                                              # DIAF generator phase
 
 Flags:
   --config            ml_collections config (``file.py:preset``); every field can be overridden,
@@ -19,11 +21,13 @@ Flags:
                       HLO the FLOP count comes from (see below).
   --output            optional file the JSON line is appended to.
   --level             HPN only: which level's step (default -1 = the last, 1024² in hpn_1024.py).
+  --phase             DIAF only: flow | generator (default) | pixel_warp.
 
 What is measured (one JSON object on stdout; logs go to stderr):
 
-* **Step** = ``DRNTrainer.train_step`` (one full 1-1-3 cycle: G_P update, G_P+G_T update, K
-  discriminator updates), ``jax.jit(..., donate_argnums=0)``, state replicated
+* **Step** = the family's ``benchmark_workload`` step, found through :mod:`hpt_jax.registry`:
+  ``DRNTrainer.train_step`` (one full 1-1-3 cycle: G_P update, G_P+G_T update, K
+  discriminator updates), ``HPNTrainer.train_step`` of one level, or one DIAF phase step, ``jax.jit(..., donate_argnums=0)``, state replicated
   (``NamedSharding(mesh, P())``) and the batch split over a 1-D ``'data'`` mesh of every device.
   Batches are synthetic (fixed seed); perceptual weights are random (``random_vgg_params`` warns).
 * ``compile_s``: ``lower`` + ``compile`` of that step. ``step_s``: median wall time of the timed
@@ -87,6 +91,7 @@ def _define_flags() -> None:
                                       "FLOP count from the CPU-lowered HLO (fast) or the CPU-compiled one.")
   F["output"] = flags.DEFINE_string("output", None, "Optional file to append the JSON line to.")
   F["level"] = flags.DEFINE_integer("level", -1, "HPN only: level index to benchmark (-1 = the last).")
+  F["phase"] = flags.DEFINE_string("phase", None, "DIAF only: flow | generator (default) | pixel_warp.")
 
 
 # Dense (no sparsity) bf16 peak FLOP/s per device, from the vendors' data sheets. Matched in order
@@ -115,19 +120,6 @@ def peak_bf16_flops(device) -> float | None:
     if key in kind:
       return value
   return None
-
-
-def synthetic_batch(batch_size: int, image_size, seed: int = 0) -> dict:
-  """Random host batch with the step's keys: images in [-1, 1], heatmaps in [0, 1] (float32)."""
-  import numpy as np
-  rng = np.random.default_rng(seed)
-  h, w = image_size
-  return {
-      "source_image": rng.uniform(-1, 1, (batch_size, h, w, 3)).astype(np.float32),
-      "target_image": rng.uniform(-1, 1, (batch_size, h, w, 3)).astype(np.float32),
-      "source_pose": rng.uniform(0, 1, (batch_size, h, w, 18)).astype(np.float32),
-      "target_pose": rng.uniform(0, 1, (batch_size, h, w, 18)).astype(np.float32),
-  }
 
 
 @contextlib.contextmanager
@@ -212,11 +204,17 @@ def measure_pipeline(config, num_batches: int, workload: dict | None = None) -> 
     if workload is not None and config.model_name == "hpn":
       image_size = workload["image_size"]
       extra = dict(pose_maps=False, local_descriptors=workload["trainer"].num_local)
-    ds = pipeline.create_pair_dataset(
-        examples, image_size=image_size, sigma=config.pose.sigma,
-        batch_size=config.batch_size // jax.process_count(), seed=config.seed, train=True,
-        flip=config.data.flip, shard_index=jax.process_index(), shard_count=jax.process_count(),
-        num_workers=config.data.num_workers, **extra)
+    if config.model_name == "diaf":
+      from input_pipeline import diaf_pipeline
+      ds = diaf_pipeline.create_diaf_dataset(
+          examples, config, config.data, batch_size=config.batch_size // jax.process_count(), seed=config.seed,
+          train=True, shard_index=jax.process_index(), shard_count=jax.process_count())
+    else:
+      ds = pipeline.create_pair_dataset(
+          examples, image_size=image_size, sigma=config.pose.sigma,
+          batch_size=config.batch_size // jax.process_count(), seed=config.seed, train=True,
+          flip=config.data.flip, shard_index=jax.process_index(), shard_count=jax.process_count(),
+          num_workers=config.data.num_workers, **extra)
     it = iter(ds)
     out["pipeline_pairs_per_s"] = float(pipeline.pipeline_throughput(it, num_batches, warmup_batches=1))
     out["pipeline_examples"] = len(examples)
@@ -229,57 +227,28 @@ def measure_pipeline(config, num_batches: int, workload: dict | None = None) -> 
   return out
 
 
-def hpn_synthetic_batch(batch_size: int, image_size, num_local: int, seed: int = 0) -> dict:
-  """Random HPN host batch: images in [-1, 1], keypoints inside the image, their local boxes."""
-  import numpy as np
-  from hpt_jax import pose
-  rng = np.random.default_rng(seed)
-  h, w = image_size
-  kp = np.stack([rng.uniform(0, h - 1, (batch_size, 18)), rng.uniform(0, w - 1, (batch_size, 18))], -1)
-  batch = {
-      "source_image": rng.uniform(-1, 1, (batch_size, h, w, 3)).astype(np.float32),
-      "target_image": rng.uniform(-1, 1, (batch_size, h, w, 3)).astype(np.float32),
-      "target_keypoints": kp.astype(np.float32),
-  }
-  if num_local:
-    batch["target_boxes"], batch["target_box_valid"] = pose.local_descriptor_boxes(kp, num_local, (h, w))
-  return batch
-
-
-def build_workload(config, level: int | None = None) -> dict:
-  """The trainer, its init function, a synthetic-batch factory and record fields for a config.
+def build_workload(config, level: int | None = None, phase: str | None = None) -> dict:
+  """The family's benchmark workload (``benchmark_workload`` of its training module, found through
+  :mod:`hpt_jax.registry`): trainer, init, synthetic batches, the step and record fields.
 
   DRN: one 1-1-3 cycle at ``config.data.image_size``. HPN: one step of level ``level`` (default
-  the last, e.g. 1024² for ``configs/hpn_1024.py``).
+  the last, e.g. 1024² for ``configs/hpn_1024.py``). DIAF: one step of ``phase`` (default the
+  generator phase).
 
   Raises:
-    app.UsageError: unknown ``config.model_name`` or level.
+    app.UsageError: unknown ``config.model_name``, level or phase.
   """
-  if config.model_name == "drn":
-    from hpt_jax.train import drn
-    image_size = tuple(int(s) for s in config.data.image_size)
-    trainer = drn.DRNTrainer(config)
-    return {"trainer": trainer, "image_size": image_size,
-            "init": functools.partial(trainer.init_state, image_shape=image_size),
-            "batch": lambda b: synthetic_batch(b, image_size, seed=config.seed),
-            "record": {"d_updates": int(config.d_updates)}}
-  if config.model_name == "hpn":
-    from hpt_jax.train import hpn
-    levels = int(config.model.num_levels)
-    level = levels - 1 if level is None or level < 0 else level
-    if level >= levels:
-      raise app.UsageError(f"--level={level}: the config has {levels} levels")
-    trainer = hpn.HPNTrainer(config, level)
-    return {"trainer": trainer, "image_size": trainer.image_size, "init": trainer.init_state,
-            "batch": lambda b: hpn_synthetic_batch(b, trainer.image_size, trainer.num_local, config.seed),
-            "record": {"level": trainer.name, "local_descriptors": trainer.num_local,
-                       "local_discriminator": trainer.use_local_disc}}
-  raise app.UsageError(f"config.model_name={config.model_name!r}: the benchmark knows 'drn' and 'hpn'")
+  from hpt_jax import registry
+  try:
+    module = registry.get(config.model_name).train_module()
+    return module.benchmark_workload(config, level=None if level is None or level == -1 else level, phase=phase)
+  except ValueError as e:       # UnknownFamilyError, a bad level or phase: the message names it
+    raise app.UsageError(str(e)) from None
 
 
 def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline_batches: int,
                   flops_from: str = "lowered", config_name: str = "", overrides: dict | None = None,
-                  level: int | None = None) -> dict:
+                  level: int | None = None, phase: str | None = None) -> dict:
   """Runs the measurements and returns the JSON-able record (see the module docstring)."""
   import jax
   import numpy as np
@@ -290,8 +259,8 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
   if config.batch_size % n_dev:
     raise app.UsageError(f"config.batch_size={config.batch_size} must be divisible by the {n_dev} devices")
   rep = parallel.replicated(mesh)
-  workload = build_workload(config, level)
-  trainer, image_size = workload["trainer"], workload["image_size"]
+  workload = build_workload(config, level, phase)
+  image_size = workload["image_size"]
   from hpt_jax import weights
   vgg_params = weights.load_perceptual_params(config)
 
@@ -313,17 +282,25 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
   }
   record.update(workload["record"])
 
-  step_fn = jax.jit(trainer.train_step, donate_argnums=0, out_shardings=(rep, rep))
+  train_step = workload["step"]
+  step_fn = jax.jit(train_step, donate_argnums=0, out_shardings=(rep, rep))
   rng = jax.random.PRNGKey(config.seed)
   host_batch = workload["batch"](config.batch_size // jax.process_count())
+  extra = workload["extra"](vgg_params)
   if flops_only:
-    state = checkpoints.abstract_like(jax.eval_shape(workload["init"], rng), rep)
+    if workload["traceable_init"]:
+      state = checkpoints.abstract_like(jax.eval_shape(workload["init"], rng), rep)
+    else:
+      state = checkpoints.abstract_like(workload["init"](rng), rep)
     batch = checkpoints.abstract_like(host_batch, parallel.batch_sharding(mesh))
-    vgg = checkpoints.abstract_like(vgg_params, rep)
+    vgg = checkpoints.abstract_like(extra, rep)
   else:
-    state = jax.jit(workload["init"], out_shardings=rep)(rng)
+    if workload["traceable_init"]:
+      state = jax.jit(workload["init"], out_shardings=rep)(rng)
+    else:
+      state = jax.device_put(workload["init"](rng), rep)
     batch = parallel.shard_batch(host_batch, mesh)
-    vgg = jax.device_put(vgg_params, rep)
+    vgg = jax.device_put(extra, rep)
   record["params"] = runs.count_params(state.params)
 
   logging.info("compiling the step (%s, batch %d, %s, %s) ...", config_name, config.batch_size,
@@ -337,7 +314,7 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
 
   logging.info("counting FLOPs on a CPU copy of the step (scans unrolled) ...")
   t0 = time.perf_counter()
-  flops = count_flops_cpu(trainer.train_step, state, batch, vgg, compiled=flops_from == "compiled")
+  flops = count_flops_cpu(train_step, state, batch, vgg, compiled=flops_from == "compiled")
   record["flops_from"] = f"cpu_{flops_from}_unrolled_scan"
   record["flops_count_s"] = time.perf_counter() - t0
   record["flops_per_step"] = flops
@@ -398,7 +375,7 @@ def main(argv):
   record = run_benchmark(F["config"].value, steps=F["steps"].value, warmup=F["warmup"].value,
                          flops_only=F["flops_only"].value, pipeline_batches=F["pipeline_batches"].value,
                          flops_from=F["flops_from"].value, config_name=config_name, overrides=_overrides(),
-                         level=F["level"].value)
+                         level=F["level"].value, phase=F["phase"].value)
   line = json.dumps(record, sort_keys=True, default=str)
   import jax
   if jax.process_index() == 0:

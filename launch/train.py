@@ -14,17 +14,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-from hpt_jax import parallel, runs  # noqa: E402
+from hpt_jax import parallel, registry, runs  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, events, samples).")
 flags.mark_flags_as_required(["config", "workdir"])
-
-TRAINERS = {
-    "drn": "hpt_jax.train.drn",
-    "hpn": "hpt_jax.train.hpn",
-    "diaf": "hpt_jax.train.diaf",
-}
 
 
 def main(argv):
@@ -34,10 +28,11 @@ def main(argv):
   runs.quiet_library_logs()
   parallel.maybe_initialize_distributed()
   config = _CONFIG.value
-  if config.model_name not in TRAINERS:
-    raise app.UsageError(f"config.model_name={config.model_name!r}: expected one of {sorted(TRAINERS)}")
-  import importlib
-  module = importlib.import_module(TRAINERS[config.model_name])
+  try:
+    family = registry.get(config.model_name)
+  except registry.UnknownFamilyError as e:
+    raise app.UsageError(str(e)) from None
+  module = family.train_module()
   logging.info("training %s in %s", config.model_name, _WORKDIR.value)
   from input_pipeline.patn_format import DataError
   from hpt_jax.weights import WeightsError, WeightsNotFoundError

@@ -1,4 +1,10 @@
-"""Evaluation end to end on a tiny checkpoint: files, table, baselines, errors, cheap_metrics."""
+"""Inference and evaluation of every family on tiny runs: restore + generate equals the trainer's
+forward, the stored-frame mapping, export round trip, the table for DRN/HPN/DIAF, compare, errors.
+
+One tiny checkpoint per family (module fixtures: random or initial weights saved as training saves
+them, nothing trained — training itself is tested in test_train/test_hpn/test_diaf); evaluations use the first 4 (DRN 6)
+eval pairs at batch 4, so every metric function compiles one shape for all families.
+"""
 
 import json
 import os
@@ -11,20 +17,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import deepfashion_drn
-from hpt_jax import image_io
-from hpt_jax import evaluation, pose
+from configs import deepfashion_diaf, deepfashion_drn, deepfashion_hpn
+from hpt_jax import checkpoints, evaluation, image_io, inference, parallel, pose, runs
 from hpt_jax.metrics import lpips as lpips_lib
 from hpt_jax.metrics import pose_estimator
 from hpt_jax.metrics import ssim as ssim_lib
+from hpt_jax.train import diaf as diaf_train
 from hpt_jax.train import drn as drn_train
-from input_pipeline import patn_format, pipeline
+from hpt_jax.train import hpn as hpn_train
+from input_pipeline import diaf_pipeline, patn_format, pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-N_PAIRS = 6
+N_PAIRS = 6        # DRN: two batches of 4, the second padded
+N_OTHER = 4        # HPN, DIAF: one batch
 
 
-def _tiny():
+def _drn():
   config = deepfashion_drn.get_config("tiny")
   config.total_steps = 2
   config.checkpoint_every_steps = 2
@@ -32,127 +40,385 @@ def _tiny():
   return config
 
 
+def _hpn():
+  config = deepfashion_hpn.get_config("tiny")
+  config.model.num_levels = 2
+  config.local_descriptors = (18, 31)
+  config.steps_per_level = 1
+  config.sample_every_steps = 100
+  config.eval_max_pairs = 4
+  config.batch_size = 4
+  return config
+
+
+def _diaf():
+  config = deepfashion_diaf.get_config("tiny")
+  for phase in diaf_train.PHASES:
+    config.phases[phase].total_steps = 1
+  config.sample_every_steps = 100
+  config.batch_size = 4
+  return config
+
+
+def _save(workdir, config, stage, step, state):
+  """A checkpoint as training leaves it (state item; config.json), without training: the tests
+  here are about restoring and generating, and initial weights are as good as trained ones."""
+  ckpt = checkpoints.StageCheckpointer(os.path.join(workdir, "checkpoints", stage))
+  ckpt.save(step, state)
+  ckpt.close()
+  runs.write_config_json(workdir, config)
+
+
+def _random_like(abstract, seed):
+  """Random arrays of a state's shapes (nothing compiled): N(0, 0.05²) floats, BatchNorm variances
+  in [1, 2), integers 0."""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, x):
+    if not np.issubdtype(x.dtype, np.floating):
+      return np.zeros(x.shape, x.dtype)
+    if jax.tree_util.keystr(path).endswith("['var']"):
+      return (1 + rng.random(x.shape)).astype(x.dtype)
+    return (0.05 * rng.standard_normal(x.shape)).astype(x.dtype)
+
+  return jax.tree_util.tree_map_with_path(draw, abstract)
+
+
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("eval") / "run")
-  drn_train.train_and_evaluate(_tiny(), workdir)
+def drn_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("drn") / "run")
+  config = _drn()
+  trainer = drn_train.DRNTrainer(config)
+  abstract = jax.eval_shape(lambda k: trainer.init_state(k, tuple(config.data.image_size)), jax.random.PRNGKey(0))
+  _save(workdir, config, "drn", 2, _random_like(abstract, 1))
   return workdir
 
 
 @pytest.fixture(scope="module")
-def evaluated(tiny_run):
-  # batch 4 over 6 pairs: the last batch is padded and its padding dropped.
-  result = evaluation.evaluate(_tiny(), tiny_run, max_pairs=N_PAIRS, batch_size=4, panels=True)
-  return tiny_run, result
+def hpn_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("hpn") / "run")
+  config = _hpn()
+  for level in (0, 1):
+    trainer = hpn_train.HPNTrainer(config, level)
+    _save(workdir, config, trainer.name, 1, _random_like(jax.eval_shape(trainer.init_state, jax.random.PRNGKey(0)),
+                                                         level))
+  return workdir
 
 
-def test_evaluate_writes_images_panels_and_table(evaluated):
-  workdir, result = evaluated
-  out = os.path.join(workdir, "eval", "drn_2")
-  assert result["output_dir"] == os.path.abspath(out)
-  with open(os.path.join(out, "metrics.json")) as f:
-    metrics = json.load(f)
-  assert metrics["num_pairs"] == N_PAIRS and metrics["checkpoint"]["step"] == 2
-  assert metrics["scored_resolution"] == [256, 176] and metrics["model_resolution"] == [32, 24]
-  assert set(metrics["rows"]) == set(evaluation.ROWS)
-  for row in evaluation.ROWS:
-    assert set(metrics["rows"][row]) == set(evaluation.COLUMNS), row
-    for col, value in metrics["rows"][row].items():
-      # every cell is a number or has a note saying why not
-      assert value is not None or f"{row}/{col}" in metrics["notes"], (row, col)
-  for row in evaluation.ROWS[:3]:
-    r = metrics["rows"][row]
-    for col in ("ssim_patn", "ssim_plain", "ms_ssim", "local_ssim"):
-      assert -1.0 <= r[col] <= 1.0, (row, col)
-    assert r["lpips_vgg"] >= 0 and r["lpips_alex"] >= 0
-  gt = metrics["rows"]["ground truth"]
-  assert gt["ssim_plain"] is None and "trivially 1" in metrics["notes"]["ground truth/ssim_plain"]
-  assert metrics["fid"]["comparable"] is False and metrics["fid"]["n_images"] == N_PAIRS
-  # FID is a number when the Inception weights are fetched (CI), else n/a with the reason.
-  fid_cell = metrics["rows"]["model (refined)"]["fid"]
-  assert (fid_cell is not None and fid_cell >= 0) or (
-      metrics["notes"]["model (refined)/fid"].startswith("n/a"))
-  assert metrics["notes"]["model (refined)/is"].startswith("n/a")
-
-  names = sorted(os.listdir(os.path.join(out, "images")))
-  expected = sorted(evaluation.pair_name(e) + ".png"
-                    for e in pipeline.load_examples(_tiny().eval_data)[:N_PAIRS])
-  assert names == expected
-  assert all("___" in n for n in names)
-  assert Image.open(os.path.join(out, "images", names[0])).size == (176, 256)
-  assert sorted(os.listdir(os.path.join(out, "panels"))) == expected
-  assert Image.open(os.path.join(out, "panels", names[0])).size == (5 * 176, 256)
-  with open(os.path.join(out, "metrics.md")) as f:
-    md = f.read()
-  for row in evaluation.ROWS:
-    assert f"| {row} |" in md
-  for header in evaluation.COLUMNS.values():
-    assert header in md
-  with open(os.path.join(out, "per_pair.csv")) as f:
-    assert len(f.read().strip().splitlines()) == N_PAIRS + 1
+@pytest.fixture(scope="module")
+def diaf_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("diaf") / "run")
+  config = _diaf()
+  trainer = diaf_train.DIAFTrainer(config)
+  for i, phase in enumerate(diaf_train.PHASES):
+    _save(workdir, config, phase, 1, trainer.init_state(jax.random.PRNGKey(i), phase, tuple(config.data.image_size)))
+  return workdir
 
 
-def _in_fours(fn, *arrays):
-  """fn over 6 pairs as two calls of 4 (pairs 0-3 and 2-5): the batch shape evaluate() compiled."""
-  first = np.asarray(fn(*(a[:4] for a in arrays)))
-  second = np.asarray(fn(*(a[2:6] for a in arrays)))
-  return np.concatenate([first, second[2:]])
+@pytest.fixture(scope="module")
+def evaluated(drn_run, hpn_run, diaf_run):
+  # batch 4 over 6 DRN pairs: the last batch is padded and its padding dropped.
+  return {
+      "drn": evaluation.evaluate(_drn(), drn_run, max_pairs=N_PAIRS, batch_size=4, panels=True),
+      "hpn": evaluation.evaluate(_hpn(), hpn_run, max_pairs=N_OTHER, batch_size=4),
+      "diaf": evaluation.evaluate(_diaf(), diaf_run, max_pairs=N_OTHER, batch_size=4),
+  }
 
 
-def test_source_copied_row_matches_metric_functions(evaluated):
-  _, result = evaluated
-  examples = pipeline.load_examples(_tiny().eval_data)[:N_PAIRS]
+def _examples(config, n):
+  return pipeline.load_examples(config.eval_data)[:n]
+
+
+# ------------------------------------------------------------ restore + generate == trainer
+def test_drn_restore_and_generate_equals_the_trainers_forward(drn_run):
+  config = _drn()
+  model = inference.load(config, drn_run)
+  assert model.networks == ("pose_branch", "detail") and model.source["steps"] == {"drn": 2}
+  examples = _examples(config, 3)
+  ds = pipeline.create_pair_dataset(examples, image_size=tuple(config.data.image_size), sigma=config.pose.sigma,
+                                    batch_size=3, seed=0, train=False, flip=False, drop_remainder=False)
+  host = next(iter(ds))
+  batch = model.prepare(*inference.stored_frame_pairs(examples))
+  for k in ("source_image", "source_pose", "target_pose"):       # the pipeline's framing, exactly
+    np.testing.assert_array_equal(batch[k], host[k], err_msg=k)
+  trainer = drn_train.DRNTrainer(config)
+  ckpt = checkpoints.StageCheckpointer(os.path.join(drn_run, "checkpoints", "drn"))
+  shapes = jax.eval_shape(lambda k: trainer.init_state(k, tuple(config.data.image_size)), jax.random.PRNGKey(0))
+  state = ckpt.restore(checkpoints.abstract_like(shapes, parallel.replicated(parallel.make_mesh())))
+  ckpt.close()
+  ref = jax.jit(trainer.generate)(state.params, pipeline.model_inputs(host))
+  out = model.forward(batch)
+  np.testing.assert_array_equal(np.asarray(out["image"]), np.asarray(ref["refined"]))
+  np.testing.assert_array_equal(np.asarray(out["coarse"]), np.asarray(ref["coarse"]))
+  # Stored frame: the refined output clipped, resized bilinearly to 256x176 and quantised.
+  stored = model.generate(*inference.stored_frame_pairs(examples))
+  assert stored["image"].shape == (3, 256, 176, 3) and stored["image"].dtype == np.uint8
+  expect = image_io.to_uint8(jax.image.resize(np.clip(np.asarray(ref["refined"]), -1, 1), (3, 256, 176, 3),
+                                              "linear"))
+  assert np.abs(stored["image"].astype(int) - expect).max() <= 1
+  # One pair without the batch axis gives the first pair's output.
+  images, src, tgt = inference.stored_frame_pairs(examples[:1])
+  single = model.generate(images[0], src[0], tgt[0])
+  np.testing.assert_array_equal(single["image"], stored["image"][0])
+
+
+def test_hpn_restore_and_generate_equals_the_trainers_forward(hpn_run):
+  config = _hpn()
+  model = inference.load(config, hpn_run)
+  assert model.networks == ("level_16x12", "level_32x24") and model.level.name == "level_32x24"
+  assert [r[0] for r in model.image_rows()] == ["image", "level_16x12"]
+  examples = _examples(config, 2)
+  batch = model.prepare(*inference.stored_frame_pairs(examples))
+  out = model.forward(batch)
+  rep = parallel.replicated(parallel.make_mesh())
+  for level, key in ((1, "image"), (0, "level_16x12")):
+    trainer = hpn_train.HPNTrainer(config, level)
+    state = hpn_train._restore_level(config, hpn_run, level, rep)
+    ds = pipeline.create_pair_dataset(examples, image_size=trainer.image_size, sigma=config.pose.sigma,
+                                      batch_size=2, seed=0, train=False, flip=False, drop_remainder=False,
+                                      pose_maps=False)
+    host = next(iter(ds))
+    ref = jax.jit(trainer.generate)(state.params, state.batch_stats,
+                                    {k: host[k] for k in ("source_image", "target_keypoints")})
+    np.testing.assert_array_equal(np.asarray(out[key]), np.asarray(ref), err_msg=key)
+  # level=0 scores the first level as the model.
+  low = inference.load(config, hpn_run, level=0)
+  assert low.networks == ("level_16x12",) and low.model_size == (16, 12)
+
+
+def test_diaf_restore_and_generate_equals_the_trainers_forward(diaf_run):
+  config = _diaf()
+  model = inference.load(config, diaf_run)
+  assert model.networks == ("flow", "generator", "pixel_warp")
+  assert [r[0] for r in model.image_rows()] == ["image", "before_pixel_warp", "warped_source"]
+  examples = _examples(config, 4)
+  ds = diaf_pipeline.create_diaf_dataset(examples, config, config.eval_data, batch_size=4, seed=0, train=False,
+                                         drop_remainder=False)
+  host = next(iter(ds))
+  batch = model.prepare(*inference.stored_frame_pairs(examples))
+  for k in ("source_image", "source_pose", "target_pose"):
+    np.testing.assert_array_equal(batch[k], host[k], err_msg=k)
+  trainer = diaf_train.DIAFTrainer(config)
+  size = tuple(config.data.image_size)
+  nets = {}
+  for phase in diaf_train.PHASES:
+    ckpt = checkpoints.StageCheckpointer(os.path.join(diaf_run, "checkpoints", phase))
+    state = ckpt.restore(trainer.init_state(jax.random.PRNGKey(0), phase, size))
+    ckpt.close()
+    nets[phase] = diaf_train._variables(state)[phase]
+  ref = jax.jit(trainer.generate)({}, nets, diaf_pipeline.model_inputs(host))
+  out = model.forward(batch)
+  np.testing.assert_array_equal(np.asarray(out["image"]), np.asarray(ref["final"]))
+  np.testing.assert_array_equal(np.asarray(out["before_pixel_warp"]), np.asarray(ref["generated"]))
+  np.testing.assert_array_equal(np.asarray(out["flow"]), np.asarray(ref["flow"]))
+  # Stored frame: 64x64 model frame = the 256-wide padded frame / 4: flow vectors x4, 40 px cropped.
+  stored = model.generate(*inference.stored_frame_pairs(examples))
+  assert stored["flow"].shape == (4, 256, 176, 2) and stored["visibility"].shape == (4, 256, 176)
+  left = 40
+  expect = jax.image.resize(np.asarray(ref["flow"]) * 4.0, (4, 256, 256, 2), "linear")[:, :, left:left + 176]
+  np.testing.assert_allclose(stored["flow"], np.asarray(expect), atol=1e-4)
+  # A run with the flow phase only generates the flow-warped source and says so.
+  flow_only = os.path.join(os.path.dirname(diaf_run), "flow_only")
+  shutil.copytree(os.path.join(diaf_run, "checkpoints", "flow"), os.path.join(flow_only, "checkpoints", "flow"))
+  partial = inference.load(config, flow_only)
+  assert partial.networks == ("flow",) and "only the flow phase" in partial.description()
+  np.testing.assert_array_equal(partial.generate(*inference.stored_frame_pairs(examples))["image"],
+                                stored["warped_source"])
+
+
+def test_inverse_framing_round_trips_the_diaf_256_frame():
+  """Padded 256x256 model frame, no resize: stored → framed → stored is the identity; flow of
+  (dx, dy) model pixels at 64x64 is (4dx, 4dy) stored pixels."""
+  config = deepfashion_diaf.get_config("tiny")
+  stored = (256, 176)
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, (256, 176, 3), dtype=np.uint8)
+  framed, kp = pipeline.frame_image(Image.fromarray(image), np.full((18, 2), -1.0), 256, (256, 256))
+  assert framed.shape == (256, 256, 3) and np.all(framed[:, :40] == 1.0) and np.all(framed[:, 216:] == 1.0)
+  back = inference._to_stored_image(framed[None], stored, 256)
+  np.testing.assert_array_equal(np.asarray(back[0]), image)
+  flow = np.zeros((1, 64, 64, 2), np.float32)
+  flow[..., 0], flow[..., 1] = 2.0, -1.5
+  out = np.asarray(inference._to_stored_flow(flow, stored, 256))
+  assert out.shape == (1, 256, 176, 2)
+  np.testing.assert_allclose(out[..., 0], 8.0)
+  np.testing.assert_allclose(out[..., 1], -6.0)
+  labels = np.zeros((1, 64, 64), np.int32)
+  labels[:, :, 32:] = 2
+  lab = np.asarray(inference._to_stored_labels(labels, stored, 256))
+  assert lab.shape == (1, 256, 176) and set(np.unique(lab)) == {0, 2}
+  assert np.all(lab[:, :, :88] == 0) and np.all(lab[:, :, 88:] == 2)     # the 128-column edge, minus 40
+  del config
+
+
+def test_export_round_trip_and_bad_inputs(drn_run, tmp_path):
+  config = _drn()
+  model = inference.load(config, drn_run)
+  path = inference.export(model, str(tmp_path / "exported"))
+  assert sorted(os.listdir(path)) == ["inference.json", "variables"]
+  meta = json.load(open(os.path.join(path, "inference.json")))
+  assert meta["model_name"] == "drn" and meta["stored_size"] == [256, 176]
+  assert meta["networks"] == ["pose_branch", "detail"] and meta["source"]["steps"] == {"drn": 2}
+  again = inference.load(None, path)                        # the folder carries its config
+  inputs = inference.stored_frame_pairs(_examples(config, 2))
+  a, b = model.generate(*inputs), again.generate(*inputs)
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  # Only generator variables were written: no discriminator, no optimiser state.
+  assert set(again.variables) == {"pose_branch", "detail"}
+  assert all(set(v) == {"params"} for v in again.variables.values())
+  images, src, tgt = inputs
+  with pytest.raises(inference.InputError, match=r"expected \[256, 176, 3\].*data.stored_size"):
+    model.generate(images[:, :128], src, tgt)
+  with pytest.raises(inference.InputError, match="target_keypoints of shape"):
+    model.generate(images, src, tgt[:, :17])
+  with pytest.raises(inference.InputError, match=r"in \[-1, 1\]"):
+    model.generate(images.astype(np.float32), src, tgt)
+
+
+# --------------------------------------------------------------------------------- evaluation
+def test_every_family_has_the_table_with_every_column(evaluated):
+  expected_rows = {
+      "drn": ["model (refined)", "coarse (G_P only)", "source copied", "ground truth"],
+      "hpn": ["model (level_32x24)", "level_16x12 (upsampled)", "source copied", "ground truth"],
+      "diaf": ["model (pixel-warped)", "before pixel warping", "flow-warped source", "source copied",
+               "ground truth"],
+  }
+  for family, result in evaluated.items():
+    out = result["output_dir"]
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["model_name"] == family and metrics["row_order"] == expected_rows[family]
+    assert metrics["scored_resolution"] == [256, 176]
+    for row in metrics["row_order"]:
+      assert set(metrics["rows"][row]) == set(evaluation.COLUMNS), (family, row)
+      for col, value in metrics["rows"][row].items():
+        # every cell is a number or has a note saying why not
+        assert value is not None or f"{row}/{col}" in metrics["notes"], (family, row, col)
+    for row in metrics["row_order"][:-1]:
+      r = metrics["rows"][row]
+      for col in ("ssim_patn", "ssim_plain", "ms_ssim", "local_ssim"):
+        assert -1.0 <= r[col] <= 1.0, (family, row, col)
+      assert r["lpips_vgg"] >= 0 and r["lpips_alex"] >= 0
+    md = open(os.path.join(out, "metrics.md")).read()
+    for row in metrics["row_order"]:
+      assert f"| {row} |" in md
+    n = metrics["num_pairs"]
+    assert len(open(os.path.join(out, "per_pair.csv")).read().strip().splitlines()) == n + 1
+    names = sorted(os.listdir(os.path.join(out, "images")))
+    assert len(names) == n and Image.open(os.path.join(out, "images", names[0])).size == (176, 256)
+  assert os.path.basename(evaluated["drn"]["output_dir"]) == "drn_2"
+  assert os.path.basename(evaluated["hpn"]["output_dir"]) == "hpn_level_32x24_1"
+  assert os.path.basename(evaluated["diaf"]["output_dir"]) == "diaf_pixel_warp_1"
+  flow = evaluated["diaf"]["flow"]
+  assert flow["pairs"] == N_OTHER and flow["epe_zero_flow"] > 0 and np.isfinite(flow["epe"])
+  assert evaluated["drn"]["flow"] is None
+  gt = evaluated["drn"]["rows"]["ground truth"]
+  assert gt["ssim_plain"] is None and "trivially 1" in evaluated["drn"]["notes"]["ground truth/ssim_plain"]
+  assert evaluated["drn"]["fid"]["comparable"] is False and evaluated["drn"]["fid"]["n_images"] == N_PAIRS
+  fid_cell = evaluated["drn"]["rows"]["model (refined)"]["fid"]
+  assert (fid_cell is not None and fid_cell >= 0) or evaluated["drn"]["notes"]["model (refined)/fid"].startswith("n/a")
+  out = evaluated["drn"]["output_dir"]
+  assert sorted(os.listdir(os.path.join(out, "panels"))) == sorted(os.listdir(os.path.join(out, "images")))
+
+
+def test_copy_source_rows_are_identical_across_families(evaluated):
+  drn = evaluated["drn"]["rows"]["source copied"]
+  examples = _examples(_drn(), N_PAIRS)
   src = np.stack([image_io.to_uint8(patn_format.decode_image(e.source_path)) for e in examples])
   tgt = np.stack([image_io.to_uint8(patn_format.decode_image(e.target_path)) for e in examples])
-  row = result["rows"]["source copied"]
+
+  def in_fours(fn, *arrays):   # 6 pairs as two calls of 4 (pairs 0-3 and 2-5): the compiled shape
+    first = np.asarray(fn(*(a[:4] for a in arrays)))
+    second = np.asarray(fn(*(a[2:6] for a in arrays)))
+    return np.concatenate([first, second[2:]])
+
   for key, fn in (("ssim_plain", ssim_lib.ssim_plain), ("ssim_patn", ssim_lib.ssim_patn),
                   ("ms_ssim", lambda a, b: ssim_lib.ms_ssim(a, b, 255.0))):
-    np.testing.assert_allclose(row[key], float(np.mean(_in_fours(fn, src, tgt))), rtol=1e-5, err_msg=key)
-  # local-SSIM (HPN §4.2): SSIM map averaged in the 44 local-descriptor boxes of the target pose.
+    np.testing.assert_allclose(drn[key], float(np.mean(in_fours(fn, src, tgt))), rtol=1e-5, err_msg=key)
   boxes, valid = pose.local_descriptor_boxes(np.stack([e.target_keypoints for e in examples]), 44, (256, 176))
   assert valid.sum(axis=1).min() >= 18
-  local = _in_fours(lambda a, b, bx: ssim_lib.local_ssim(a, b, bx, 255.0), src, tgt, boxes)
-  np.testing.assert_allclose(row["local_ssim"], float(np.mean(local)), rtol=1e-5)
-  assert row["local_ssim"] != pytest.approx(row["ssim_plain"], abs=1e-3)   # a different number
-  lp = _in_fours(lambda a, b: lpips_lib.lpips_distance(a / 127.5 - 1.0, b / 127.5 - 1.0, "vgg"), src, tgt)
-  np.testing.assert_allclose(row["lpips_vgg"], float(np.mean(lp)), rtol=1e-4)
+  local = in_fours(lambda a, b, bx: ssim_lib.local_ssim(a, b, bx, 255.0), src, tgt, boxes)
+  np.testing.assert_allclose(drn["local_ssim"], float(np.mean(local)), rtol=1e-5)
+  lp = in_fours(lambda a, b: lpips_lib.lpips_distance(a / 127.5 - 1.0, b / 127.5 - 1.0, "vgg"), src, tgt)
+  np.testing.assert_allclose(drn["lpips_vgg"], float(np.mean(lp)), rtol=1e-4)
+  # HPN and DIAF scored the first 4 of the same pairs: their copy-source rows are identical.
+  hpn, diaf = evaluated["hpn"]["rows"]["source copied"], evaluated["diaf"]["rows"]["source copied"]
+  for key in ("ssim_patn", "ssim_plain", "ms_ssim", "local_ssim", "lpips_vgg", "lpips_alex", "pckh", "fid"):
+    assert hpn[key] == diaf[key], key
+  np.testing.assert_allclose(hpn["ssim_plain"], float(np.mean(ssim_lib.ssim_plain(src[:4], tgt[:4]))), rtol=1e-5)
 
 
 def test_pckh_rows(evaluated):
-  _, result = evaluated
+  result = evaluated["drn"]
   model = os.path.join(pose_estimator.default_model_dir(), pose_estimator.LANDMARK_MODEL)
   if not os.path.isfile(model):
     assert "fetch_models.py" in result["notes"]["model (refined)/pckh"]
     return
-  for row in evaluation.ROWS:
+  for row in result["row_order"]:
     assert 0.0 <= result["rows"][row]["pckh"] <= 1.0
     curve = result["keypoint_error_curve"][row]
     assert len(curve) == len(evaluation.KEC_THRESHOLDS) and curve == sorted(curve)
   assert result["rows"]["ground truth"]["pckh"] > 0.85      # the estimator's ceiling on real targets
 
 
+def test_compare_and_its_refusals(evaluated, tmp_path):
+  dirs = [evaluated[f]["output_dir"] for f in ("hpn", "diaf")]
+  result = evaluation.compare(dirs)
+  assert [r["model_name"] for r in result["runs"]] == ["hpn", "diaf"]
+  assert result["runs"][1]["row"] == evaluated["diaf"]["rows"]["model (pixel-warped)"]
+  assert result["baselines"]["source copied"] == evaluated["hpn"]["rows"]["source copied"]
+  md = evaluation.write_compare(result, str(tmp_path / "cmp"))
+  text = open(md).read()
+  assert "| hpn: hpn_level_32x24_1 (model (level_32x24)) |" in text and "| source copied |" in text
+  # Different pair lists (the DRN evaluation has 6 pairs) and a different stored size are refused.
+  with pytest.raises(evaluation.CompareError, match="number of pairs"):
+    evaluation.compare([dirs[0], evaluated["drn"]["output_dir"]])
+  other = tmp_path / "other"
+  shutil.copytree(dirs[1], other)
+  m = json.load(open(other / "metrics.json"))
+  m["pairs_digest"] = "0" * 16
+  json.dump(m, open(other / "metrics.json", "w"))
+  with pytest.raises(evaluation.CompareError, match=r"pair list \(digest"):
+    evaluation.compare([dirs[0], str(other)])
+  m["pairs_digest"], m["scored_resolution"] = evaluated["diaf"]["pairs_digest"], [128, 64]
+  json.dump(m, open(other / "metrics.json", "w"))
+  with pytest.raises(evaluation.CompareError, match=r"stored size.*\[128, 64\]"):
+    evaluation.compare([dirs[0], str(other)])
+  # The CLI: a run folder stands for its newest evaluation.
+  workdir = os.path.dirname(os.path.dirname(dirs[0]))
+  cmd = [sys.executable, os.path.join(REPO, "launch", "evaluate.py"), f"--compare={workdir},{dirs[1]}",
+         f"--output_dir={tmp_path / 'cli'}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert os.path.isfile(tmp_path / "cli" / "compare.md") and "| ground truth |" in proc.stdout
+
+
+# ------------------------------------------------------------------------------- errors
 def test_missing_checkpoint_names_the_folder(tmp_path):
   workdir = str(tmp_path / "never_trained")
-  with pytest.raises(evaluation.CheckpointNotFoundError,
-                     match=r"no checkpoint folder .*never_trained/checkpoints/drn"):
-    evaluation.evaluate(_tiny(), workdir)
+  with pytest.raises(inference.CheckpointNotFoundError, match=r"no checkpoint folder .*never_trained/checkpoints/drn"):
+    evaluation.evaluate(_drn(), workdir)
   assert not os.path.exists(workdir)                       # nothing created
   os.makedirs(os.path.join(workdir, "checkpoints", "drn"))
-  with pytest.raises(evaluation.CheckpointNotFoundError, match="no checkpoint in .*checkpoints/drn"):
-    evaluation.restore_params(_tiny(), workdir)
+  with pytest.raises(inference.CheckpointNotFoundError, match="no checkpoint in .*checkpoints/drn"):
+    inference.load(_drn(), workdir)
+  with pytest.raises(inference.CheckpointNotFoundError, match=r"checkpoints/flow"):
+    inference.load(_diaf(), workdir)
+  with pytest.raises(inference.CheckpointNotFoundError, match=r"checkpoints/level_32x24"):
+    inference.load(_hpn(), workdir)
 
 
-def test_wrong_step_and_wrong_preset_are_clear(tiny_run, tmp_path):
-  with pytest.raises(evaluation.CheckpointNotFoundError, match="no checkpoint at step 7 .* steps present: 2"):
-    evaluation.restore_params(_tiny(), tiny_run, step=7)
+def test_wrong_step_and_wrong_preset_are_clear(drn_run, tmp_path):
+  with pytest.raises(inference.CheckpointNotFoundError, match="no checkpoint at step 7 .* steps present: 2"):
+    inference.load(_drn(), drn_run, step=7)
   cpu = deepfashion_drn.get_config("cpu")
-  with pytest.raises(evaluation.ConfigMismatchError, match=r"another preset.*model\.ngf: trained 4, given 16"):
-    evaluation.restore_params(cpu, tiny_run)
-  # Without config.json, Orbax's shape check catches it.
+  with pytest.raises(inference.ConfigMismatchError, match=r"another preset.*model\.ngf: trained 4, given 16"):
+    inference.load(cpu, drn_run)
+  # Without config.json, the checkpoint's shape check catches it and names the arrays.
   bare = str(tmp_path / "bare")
-  shutil.copytree(os.path.join(tiny_run, "checkpoints"), os.path.join(bare, "checkpoints"))
-  with pytest.raises(evaluation.ConfigMismatchError, match="another preset"):
-    evaluation.restore_params(cpu, bare)
+  shutil.copytree(os.path.join(drn_run, "checkpoints"), os.path.join(bare, "checkpoints"))
+  with pytest.raises(inference.ConfigMismatchError, match=r"another preset.*arrays of another shape"):
+    inference.load(cpu, bare)
 
 
 def test_cli_missing_checkpoint_exits_with_message(tmp_path):
@@ -165,22 +431,22 @@ def test_cli_missing_checkpoint_exits_with_message(tmp_path):
   assert str(tmp_path / "none" / "checkpoints" / "drn") in result.stderr
 
 
-def test_cheap_metrics(tiny_run):
-  config = _tiny()
-  trainer, params, step = evaluation.restore_params(config, tiny_run)
-  assert step == 2
+def test_cheap_metrics(drn_run):
+  config = _drn()
+  model = inference.load(config, drn_run)
   batches = evaluation.training_eval_batches(config, batch_size=4, max_pairs=N_PAIRS)
   assert [len(b["source_image"]) for b in batches] == [4, 2]
-  out = evaluation.cheap_metrics(trainer, params, batches)
+  from hpt_jax.models import drn
+  params = {k: v["params"] for k, v in model.variables.items()}
+  generate = lambda p, b: drn.generate(model.models, p, b)  # noqa: E731
+  out = evaluation.cheap_metrics_fn(generate)(params, batches)
   assert set(out) == {"eval/ssim_plain", "eval/l1", "eval/ssim_plain_coarse", "eval/l1_coarse", "eval/pairs"}
   assert out["eval/pairs"] == N_PAIRS
   # Reference: skimage's SSIM (data range 255) and L1 on the same generated images.
   from skimage.metrics import structural_similarity
-  generate = jax.jit(trainer.generate)
   refined, target = [], []
   for b in batches:
-    padded = {k: np.concatenate([b[k]] * 2)[:4] for k in ("source_image", "source_pose", "target_pose")}
-    refined.append(np.clip(np.asarray(generate(params, padded)["refined"]), -1, 1)[:len(b["target_image"])])
+    refined.append(np.clip(np.asarray(model.forward(b)["image"]), -1, 1))
     target.append(b["target_image"])
   refined, target = np.concatenate(refined), np.concatenate(target)
   ref_ssim = np.mean([structural_similarity(g, t, channel_axis=-1, data_range=255, gaussian_weights=True,
@@ -190,9 +456,3 @@ def test_cheap_metrics(tiny_run):
   np.testing.assert_allclose(out["eval/ssim_plain"], ref_ssim, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(out["eval/l1"], float(np.mean(np.abs(refined - target))), rtol=1e-4)
   assert -1 <= out["eval/ssim_plain_coarse"] <= 1 and out["eval/l1_coarse"] >= 0
-
-
-def test_models_without_full_evaluation_say_where_their_metrics_are(tmp_path):
-  from configs import deepfashion_hpn
-  with pytest.raises(evaluation.UnsupportedModelError, match=r"eval/level_<H>x<W>\.json"):
-    evaluation.restore_params(deepfashion_hpn.get_config("tiny"), str(tmp_path))

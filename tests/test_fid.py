@@ -230,9 +230,10 @@ def test_fc_weights_formats(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ evaluation cells
 def _result(fid_value, n):
   from hpt_jax import evaluation
-  rows = {row: {k: None for k in evaluation.COLUMNS} for row in evaluation.ROWS}
+  order = ["model (refined)", "coarse (G_P only)", evaluation.SOURCE_ROW, evaluation.GT_ROW]
+  rows = {row: {k: None for k in evaluation.COLUMNS} for row in order}
   rows["model (refined)"]["fid"] = fid_value
-  return {"rows": rows, "notes": {}, "fid": evaluation._fid_status(n)}
+  return {"rows": rows, "row_order": order, "notes": {}, "fid": evaluation._fid_status(n)}
 
 
 def test_table_flags_fid_from_fewer_than_2048_images():

@@ -442,3 +442,31 @@ def generate(models: dict[str, nn.Module], nets: dict[str, dict], batch: dict) -
       out["mask"] = z
       out["final"] = z * out["warped"] + (1 - z) * out["generated"]
   return out
+
+
+def init_inputs(name: str, image_shape: tuple[int, int]) -> tuple[jax.ShapeDtypeStruct, ...]:
+  """Abstract inputs (batch 1) that initialise network ``name`` for ``image_shape`` (H, W).
+
+  ``flow``: (pose, pose); ``generator``: (image, pose, flow, visibility); ``pixel_warp``: (image,
+  image, flow, visibility); ``disc``: (image, pose, image). Images float32 [1, H, W, 3], poses
+  [1, H, W, 18], flow [1, H, W, 2], visibility int32 [1, H, W]. For ``jax.eval_shape`` of ``init``.
+
+  Raises:
+    ValueError: unknown network name.
+  """
+  h, w = image_shape
+  img = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
+  pose = jax.ShapeDtypeStruct((1, h, w, 18), jnp.float32)
+  fl = jax.ShapeDtypeStruct((1, h, w, 2), jnp.float32)
+  vis = jax.ShapeDtypeStruct((1, h, w), jnp.int32)
+  table = {"flow": (pose, pose), "generator": (img, pose, fl, vis), "pixel_warp": (img, img, fl, vis),
+           "disc": (img, pose, img)}
+  if name not in table:
+    raise ValueError(f"unknown DIAF network {name!r}; expected one of {sorted(table)}")
+  return table[name]
+
+
+def abstract_variables(models: dict[str, nn.Module], name: str, image_shape: tuple[int, int]) -> dict:
+  """``{'params', 'batch_stats'}`` shape tree of network ``name`` (``jax.eval_shape`` of ``init``)."""
+  return jax.eval_shape(lambda *a: models[name].init(jax.random.PRNGKey(0), *a, train=False),
+                        *init_inputs(name, image_shape))

@@ -327,3 +327,29 @@ def generate(models: dict[str, nn.Module], params: dict[str, Any], batch: dict[s
       {"params": params["pose_branch"]}, batch["source_image"], batch["source_pose"], batch["target_pose"], True)
   residual = models["detail"].apply({"params": params["detail"]}, batch["source_image"], guidance)
   return {"coarse": coarse, "residual": residual, "refined": coarse + residual}
+
+
+def init_inputs(model_config, name: str, image_shape: tuple[int, int]) -> tuple[jax.Array, ...]:
+  """Zero inputs (batch 1) that initialise network ``name`` for ``image_shape`` (H, W) images.
+
+  ``pose_branch``: (image, pose, pose); ``detail``: (image, guidance map of
+  ``ngf·2**n_downsampling`` channels at ``H/2**n_downsampling``); ``disc_appearance``: (image,
+  image); ``disc_shape``: (image, pose). Images [1, H, W, 3], poses [1, H, W, 18], float32.
+
+  Raises:
+    ValueError: H or W not divisible by ``2**n_downsampling`` (names ``data.image_size``), or an
+      unknown network name.
+  """
+  h, w = image_shape
+  n = model_config.n_downsampling
+  if h % 2 ** n or w % 2 ** n:
+    raise ValueError(f"data.image_size={tuple(image_shape)} must be divisible by 2**model.n_downsampling="
+                     f"{2 ** n} (the pose branch down-samples {n} times)")
+  img = jnp.zeros((1, h, w, 3), jnp.float32)
+  pose = jnp.zeros((1, h, w, 18), jnp.float32)
+  guidance = jnp.zeros((1, h // 2 ** n, w // 2 ** n, model_config.ngf * 2 ** n), jnp.float32)
+  table = {"pose_branch": (img, pose, pose), "detail": (img, guidance), "disc_appearance": (img, img),
+           "disc_shape": (img, pose)}
+  if name not in table:
+    raise ValueError(f"unknown DRN network {name!r}; expected one of {sorted(table)}")
+  return table[name]

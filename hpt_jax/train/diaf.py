@@ -187,14 +187,7 @@ class DIAFTrainer:
       rng: a concrete PRNG key (raw uint32 [2] or typed); not traceable.
       image_shape: (H, W).
     """
-    h, w = image_shape
-    img = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
-    pose = jax.ShapeDtypeStruct((1, h, w, 18), jnp.float32)
-    fl = jax.ShapeDtypeStruct((1, h, w, 2), jnp.float32)
-    vis = jax.ShapeDtypeStruct((1, h, w), jnp.int32)
-    args = {"flow": (pose, pose), "generator": (img, pose, fl, vis), "pixel_warp": (img, img, fl, vis),
-            "disc": (img, pose, img)}[name]
-    abstract = jax.eval_shape(lambda *a: self.models[name].init(jax.random.PRNGKey(0), *a, train=False), *args)
+    abstract = diaf_models.abstract_variables(self.models, name, image_shape)
     key = jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
     gen = np.random.default_rng(np.asarray(key, np.uint32).reshape(-1).tolist() + [sorted(self.models).index(name)])
 
@@ -427,41 +420,6 @@ def _eval_batches(examples, config, mesh):
     yield parallel.shard_batch(diaf_pipeline.model_inputs(batch), mesh), batch, n
 
 
-def evaluate_flow(generate_fn, frozen, trained, examples, config, mesh) -> dict[str, float]:
-  """EPE of the flow module on ``examples`` (``config.eval_data``) against the zero flow.
-
-  Targets come from ``flow_targets`` (pseudo-ground-truth or ``.corr``). Per pair: mean
-  ‖F_pred − F_target‖₂ over its human pixels (target V < 2), in pixels of ``eval_data.image_size``
-  (F_pred is the regressed flow before masking by the predicted visibility); the zero-flow baseline
-  is the same with F_pred = 0. Both are averaged over pairs. Also the visibility accuracy over all
-  pixels and over human pixels.
-
-  Args:
-    generate_fn: ``jax.jit(DIAFTrainer.generate)``. frozen / trained: its network variables.
-
-  Returns:
-    ``{'epe', 'epe_zero_flow', 'vis_accuracy', 'vis_accuracy_human', 'pairs'}``.
-  """
-  sums, n_total = {}, 0
-  for inputs, host, n in _eval_batches(examples, config, mesh):
-    out = jax.device_get(generate_fn(frozen, trained, inputs))
-    tgt, tvis = host["flow"][:n], host["visibility"][:n]
-    human = (tvis < flow_lib.BACKGROUND).astype(np.float64)
-    correct = (out["vis"][:n] == tvis).astype(np.float64)
-    per_pair = {
-        "epe": np.asarray(flow_lib.endpoint_error(out["raw_flow"][:n], tgt, tvis)),
-        "epe_zero_flow": np.asarray(flow_lib.endpoint_error(np.zeros_like(tgt), tgt, tvis)),
-        "vis_accuracy": correct.mean((1, 2)),
-        "vis_accuracy_human": (correct * human).sum((1, 2)) / np.maximum(human.sum((1, 2)), 1),
-    }
-    for k, v in per_pair.items():
-      sums[k] = sums.get(k, 0.0) + float(np.sum(v))
-    n_total += n
-  result = {k: v / max(n_total, 1) for k, v in sums.items()}
-  result["pairs"] = n_total
-  return result
-
-
 def evaluate_images(generate_fn, frozen, trained, examples, config, mesh, key: str) -> dict[str, float]:
   """Mean L1 (images in [-1, 1]) over ``examples`` of ``generate()[key]``, of the warped source and
   of the source copied unchanged, each against the target. Returns ``{'eval_l1/<name>': value}``."""
@@ -588,11 +546,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       if phase == "flow":
         frozen["flow"] = frozen_vars["flow"]
         if "flow_eval" not in summary:
-          result = evaluate_flow(generate_fn, {}, {"flow": frozen["flow"]}, eval_examples, config, mesh)
+          from hpt_jax import evaluation, inference
+          result = evaluation.flow_epe(inference.DIAFModel(config, {"flow": frozen["flow"]}, mesh=mesh),
+                                       eval_examples, config)
           summary["flow_eval"] = result
           with open(os.path.join(workdir, "flow_eval.json"), "w") as f:
             json.dump(result, f, indent=2)
-          writer.write_scalars(global_step, {f"flow_eval/{k}": v for k, v in result.items()})
+          writer.write_scalars(global_step, {f"flow_eval/{k}": v for k, v in result.items()
+                                             if isinstance(v, (int, float))})
           logging.info("flow module on %s (%d pairs): EPE %.3f px vs zero flow %.3f px; visibility accuracy "
                        "%.3f (human pixels %.3f)", config.eval_data.pairs, result["pairs"], result["epe"],
                        result["epe_zero_flow"], result["vis_accuracy"], result["vis_accuracy_human"])
@@ -649,3 +610,52 @@ def _run_phase(trainer, phase, state, train_iter, frozen, vgg_params, config, me
       total_steps=total, ckpt=ckpt, data_iter=train_iter, writer=writer, log_every=config.log_every_steps,
       checkpoint_every=config.checkpoint_every_steps, sample_every=config.sample_every_steps,
       sample_fn=sample_fn, step_offset=step_offset)
+
+
+# ---------------------------------------------------------------------------------- benchmark
+def synthetic_batch(batch_size: int, image_size, seed: int = 0) -> dict:
+  """Random DIAF host batch with the step's keys: images in [-1, 1], binary-disk poses, a flow of a
+  few pixels and random visibility classes."""
+  rng = np.random.default_rng(seed)
+  h, w = image_size
+  return {
+      "source_image": rng.uniform(-1, 1, (batch_size, h, w, 3)).astype(np.float32),
+      "target_image": rng.uniform(-1, 1, (batch_size, h, w, 3)).astype(np.float32),
+      "source_pose": (rng.random((batch_size, h, w, 18)) < 0.02).astype(np.float32),
+      "target_pose": (rng.random((batch_size, h, w, 18)) < 0.02).astype(np.float32),
+      "flow": rng.normal(0, 4, (batch_size, h, w, 2)).astype(np.float32),
+      "visibility": rng.integers(0, 3, (batch_size, h, w)).astype(np.int32),
+  }
+
+
+def benchmark_workload(config, level: int | None = None, phase: str | None = None) -> dict:
+  """What ``launch/benchmark.py`` times for DIAF: one step of ``phase`` (default ``generator``: a
+  D update and a generator update with the flow module frozen, the costliest phase per step;
+  ``flow``: one flow-module update; ``pixel_warp``: D + pixel-warp net with flow and generator
+  frozen). Keys as :func:`hpt_jax.train.drn.benchmark_workload`; ``init`` draws on the host
+  (``traceable_init`` False), frozen networks are freshly initialised.
+
+  Raises:
+    ValueError: unknown phase (names the flag).
+  """
+  del level
+  phase = phase or "generator"
+  if phase not in PHASES:
+    raise ValueError(f"--phase={phase!r}: expected one of {PHASES}")
+  trainer = DIAFTrainer(config)
+  image_size = tuple(int(s) for s in config.data.image_size)
+  root = jax.random.PRNGKey(config.seed)
+  frozen = {}
+  for i, name in enumerate(FROZEN[phase]):
+    params, stats = trainer.init_network(name, jax.random.fold_in(root, 100 + i), image_size)
+    frozen[name] = {"params": params, "batch_stats": stats}
+  if phase == "flow":
+    step = lambda state, batch, extra: trainer.flow_step(state, batch)  # noqa: E731
+  else:
+    fn = trainer.generator_step if phase == "generator" else trainer.pixel_warp_step
+    step = lambda state, batch, extra: fn(state, batch, extra["frozen"], extra["vgg"])  # noqa: E731
+  return {"trainer": trainer, "image_size": image_size,
+          "init": lambda rng: trainer.init_state(rng, phase, image_size), "traceable_init": False,
+          "batch": lambda b: synthetic_batch(b, image_size, seed=config.seed),
+          "step": step, "extra": lambda vgg_params: {"frozen": frozen, "vgg": vgg_params},
+          "record": {"phase": phase, "frozen": list(FROZEN[phase])}}

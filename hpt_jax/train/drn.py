@@ -24,6 +24,7 @@ replicated, the gradient all-reduce is inserted by the compiler (:mod:`hpt_jax.t
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -98,22 +99,9 @@ class DRNTrainer:
     Raises:
       ValueError: H or W not divisible by 2**n_downsampling (names ``data.image_size``).
     """
-    h, w = image_shape
-    n = self.config.model.n_downsampling
-    if h % 2 ** n or w % 2 ** n:
-      raise ValueError(f"data.image_size={tuple(image_shape)} must be divisible by 2**model.n_downsampling="
-                       f"{2 ** n} (the pose branch down-samples {n} times)")
-    img = jnp.zeros((1, h, w, 3), jnp.float32)
-    pose = jnp.zeros((1, h, w, 18), jnp.float32)
     keys = dict(zip(NETWORKS, jax.random.split(rng, len(NETWORKS) + 1)[:4]))
-    m = self.models
-    params = {
-        "pose_branch": m["pose_branch"].init(keys["pose_branch"], img, pose, pose)["params"],
-    }
-    guidance = jnp.zeros((1, h // 2 ** n, w // 2 ** n, self.config.model.ngf * 2 ** n), jnp.float32)
-    params["detail"] = m["detail"].init(keys["detail"], img, guidance)["params"]
-    params["disc_appearance"] = m["disc_appearance"].init(keys["disc_appearance"], img, img)["params"]
-    params["disc_shape"] = m["disc_shape"].init(keys["disc_shape"], img, pose)["params"]
+    params = {name: self.models[name].init(keys[name], *drn.init_inputs(self.config.model, name, image_shape))["params"]
+              for name in NETWORKS}
     opt_state = {k: self.tx.init(v) for k, v in params.items()}
     return DRNState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
                     rng=jax.random.split(rng, 5)[4])
@@ -318,7 +306,8 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
   if config.eval_every_steps:
     from hpt_jax import evaluation
     eval_batches = evaluation.training_eval_batches(config)
-    eval_fn = lambda state: evaluation.cheap_metrics(trainer, state.params, eval_batches)  # noqa: E731
+    cheap_metrics = evaluation.cheap_metrics_fn(functools.partial(drn.generate, trainer.models))
+    eval_fn = lambda state: cheap_metrics(state.params, eval_batches)  # noqa: E731
 
   try:
     state, _ = loop.run_steps(
@@ -332,3 +321,34 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
     ckpt.close()
     writer.close()
   return state
+
+
+# ---------------------------------------------------------------- benchmark
+def synthetic_batch(batch_size: int, image_size, seed: int = 0) -> dict:
+  """Random host batch with the step's keys: images in [-1, 1], heatmaps in [0, 1] (float32)."""
+  rng = np.random.default_rng(seed)
+  h, w = image_size
+  return {
+      "source_image": rng.uniform(-1, 1, (batch_size, h, w, 3)).astype(np.float32),
+      "target_image": rng.uniform(-1, 1, (batch_size, h, w, 3)).astype(np.float32),
+      "source_pose": rng.uniform(0, 1, (batch_size, h, w, 18)).astype(np.float32),
+      "target_pose": rng.uniform(0, 1, (batch_size, h, w, 18)).astype(np.float32),
+  }
+
+
+def benchmark_workload(config, level: int | None = None, phase: str | None = None) -> dict:
+  """What ``launch/benchmark.py`` times for DRN: one 1-1-3 cycle at ``config.data.image_size``.
+
+  Returns:
+    ``{'trainer', 'image_size', 'init' (rng -> state, traceable), 'traceable_init': True,
+    'batch' (batch size -> synthetic host batch), 'step' ((state, batch, extra) -> (state,
+    metrics)), 'extra' (perceptual params -> the step's third argument), 'record'}``.
+  """
+  del level, phase
+  image_size = tuple(int(s) for s in config.data.image_size)
+  trainer = DRNTrainer(config)
+  return {"trainer": trainer, "image_size": image_size,
+          "init": functools.partial(trainer.init_state, image_shape=image_size), "traceable_init": True,
+          "batch": lambda b: synthetic_batch(b, image_size, seed=config.seed),
+          "step": trainer.train_step, "extra": lambda vgg_params: vgg_params,
+          "record": {"d_updates": int(config.d_updates)}}

@@ -299,12 +299,14 @@ class HPNTrainer:
 
 # ------------------------------------------------------------------ evaluation
 def level_eval_metrics(trainer: HPNTrainer, state: HPNState, eval_batches) -> dict[str, float]:
-  """SSIM, local-SSIM (44 regions, HPN §4.2) and LPIPS-VGG of a level on the evaluation pairs.
+  """SSIM, MS-SSIM, local-SSIM (44 regions, HPN §4.2) and LPIPS-VGG of a level on the evaluation pairs.
 
   At the level's resolution, on 8-bit quantised images: SSIM = Gaussian σ 1.5, range 255
   (:func:`hpt_jax.metrics.ssim.ssim`, skimage semantics); local-SSIM = that SSIM map averaged in
   each of the 44 local-descriptor boxes of the target pose and over the boxes
-  (:func:`hpt_jax.metrics.ssim.local_ssim`); LPIPS v0.1 with VGG (skipped below 32 px high).
+  (:func:`hpt_jax.metrics.ssim.local_ssim`); MS-SSIM (range 255, 5 scales; only at levels of
+  at least :func:`hpt_jax.metrics.ssim.ms_ssim_min_size` px per side, e.g. 256×176, not 64×44 or
+  128×88); LPIPS v0.1 with VGG (skipped below 32 px high).
 
   Args:
     trainer, state: the level's trainer and state.
@@ -312,14 +314,15 @@ def level_eval_metrics(trainer: HPNTrainer, state: HPNState, eval_batches) -> di
       at the level size.
 
   Returns:
-    ``{'eval/ssim', 'eval/local_ssim', 'eval/lpips_vgg' (if computed), 'eval/pairs'}``.
+    ``{'eval/ssim', 'eval/local_ssim', 'eval/ms_ssim' and 'eval/lpips_vgg' (if computed), 'eval/pairs'}``.
   """
   from hpt_jax import pose
   from hpt_jax.metrics import lpips as lpips_lib
   from hpt_jax.metrics import ssim as ssim_lib
   gen = jax.jit(trainer.generate)
   q = lambda x: np.clip(np.round((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255)  # noqa: E731
-  ssims, locals_, lpipss = [], [], []
+  ssims, locals_, lpipss, ms_ssims = [], [], [], []
+  ms_ok = min(trainer.image_size) >= ssim_lib.ms_ssim_min_size()
   for batch in eval_batches:
     model_batch = {k: batch[k] for k in ("source_image", "target_image", "target_keypoints")}
     out = np.asarray(gen(state.params, state.batch_stats, model_batch))
@@ -327,11 +330,15 @@ def level_eval_metrics(trainer: HPNTrainer, state: HPNState, eval_batches) -> di
     ssims.append(np.asarray(ssim_lib.ssim(pred_q, tgt_q, data_range=255.0)))
     boxes, _ = pose.local_descriptor_boxes(batch["target_keypoints"], 44, trainer.image_size)
     locals_.append(np.asarray(ssim_lib.local_ssim(pred_q, tgt_q, boxes, 255.0)))
+    if ms_ok:
+      ms_ssims.append(np.asarray(ssim_lib.ms_ssim(pred_q, tgt_q, 255.0)))
     if trainer.image_size[0] >= 32 and trainer.image_size[1] >= 32:
       lpipss.append(np.asarray(lpips_lib.lpips_distance(pred_q / 127.5 - 1.0, tgt_q / 127.5 - 1.0, "vgg")))
   result = {"eval/ssim": float(np.mean(np.concatenate(ssims))),
             "eval/local_ssim": float(np.nanmean(np.concatenate(locals_))),
             "eval/pairs": float(sum(len(s) for s in ssims))}
+  if ms_ssims:
+    result["eval/ms_ssim"] = float(np.mean(np.concatenate(ms_ssims)))
   if lpipss:
     result["eval/lpips_vgg"] = float(np.mean(np.concatenate(lpipss)))
   return result
@@ -488,3 +495,36 @@ def _keypoint_panel(keypoints: np.ndarray, trainer: HPNTrainer) -> np.ndarray:
   h, w = trainer.image_size
   heat = pose.keypoints_to_heatmaps(np.asarray(keypoints, np.float32), h, w, max(1.0, h / 64))
   return image_io.pose_to_rgb(heat)
+
+
+# ---------------------------------------------------------------------- benchmark
+def synthetic_batch(batch_size: int, image_size, num_local: int, seed: int = 0) -> dict:
+  """Random HPN host batch: images in [-1, 1], keypoints inside the image, their local boxes."""
+  from hpt_jax import pose
+  rng = np.random.default_rng(seed)
+  h, w = image_size
+  kp = np.stack([rng.uniform(0, h - 1, (batch_size, 18)), rng.uniform(0, w - 1, (batch_size, 18))], -1)
+  batch = {
+      "source_image": rng.uniform(-1, 1, (batch_size, h, w, 3)).astype(np.float32),
+      "target_image": rng.uniform(-1, 1, (batch_size, h, w, 3)).astype(np.float32),
+      "target_keypoints": kp.astype(np.float32),
+  }
+  if num_local:
+    batch["target_boxes"], batch["target_box_valid"] = pose.local_descriptor_boxes(kp, num_local, (h, w))
+  return batch
+
+
+def benchmark_workload(config, level: int | None = None, phase: str | None = None) -> dict:
+  """What ``launch/benchmark.py`` times for HPN: one step of level ``level`` (default the last,
+  e.g. 1024² for ``configs/hpn_1024.py``). Keys as :func:`hpt_jax.train.drn.benchmark_workload`.
+
+  Raises:
+    ValueError: ``level`` outside the config's levels.
+  """
+  del phase
+  trainer = HPNTrainer(config, -1 if level is None else level)
+  return {"trainer": trainer, "image_size": trainer.image_size, "init": trainer.init_state, "traceable_init": True,
+          "batch": lambda b: synthetic_batch(b, trainer.image_size, trainer.num_local, config.seed),
+          "step": trainer.train_step, "extra": lambda vgg_params: vgg_params,
+          "record": {"level": trainer.name, "local_descriptors": trainer.num_local,
+                     "local_discriminator": trainer.use_local_disc}}

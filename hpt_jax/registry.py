@@ -1,0 +1,81 @@
+"""The model families and where each one's four parts live: one registry for every launcher.
+
+A *family* (DRN, HPN, DIAF; later PATN) is four things in obvious places:
+
+* its Flax modules and pure ``generate`` — ``hpt_jax/models/<family>.py``;
+* its pure train step and training driver — ``hpt_jax/train/<family>.py``
+  (``train_and_evaluate(config, workdir)``, ``benchmark_workload(config, …)``);
+* its inference (restore + generate in the stored frame) — a class in :mod:`hpt_jax.inference`;
+* its config — ``configs/<file>.py`` (``config.model_name`` names the family).
+
+``launch/train.py``, ``launch/evaluate.py`` and ``launch/benchmark.py`` look the family up here
+from ``config.model_name``. Modules are referenced by name and imported on first use, so looking a
+family up imports nothing, and only training and the training benchmark load ``hpt_jax.train``
+(through :meth:`Family.train_module`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from types import ModuleType
+
+
+class UnknownFamilyError(ValueError):
+  """``config.model_name`` names no registered family; the message lists the known ones."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """One model family.
+
+  Attributes:
+    name: ``config.model_name``.
+    title: the paper's system, for messages and tables.
+    models: module of its Flax networks and pure ``generate``.
+    train: module of its train step and driver (imported only by :meth:`train_module`).
+    inference: class name in :mod:`hpt_jax.inference`.
+    config: the config file of the published setting, relative to the repository root.
+    checkpoints: the training checkpoint folders under ``<workdir>/checkpoints/``.
+  """
+
+  name: str
+  title: str
+  models: str
+  train: str
+  inference: str
+  config: str
+  checkpoints: str
+
+  def models_module(self) -> ModuleType:
+    """The family's models module (Flax networks, ``generate``)."""
+    return importlib.import_module(self.models)
+
+  def train_module(self) -> ModuleType:
+    """The family's training module (``train_and_evaluate``, ``benchmark_workload``)."""
+    return importlib.import_module(self.train)
+
+  def inference_class(self) -> type:
+    """The family's :class:`hpt_jax.inference.PoseTransferModel` subclass."""
+    return getattr(importlib.import_module("hpt_jax.inference"), self.inference)
+
+
+FAMILIES: dict[str, Family] = {
+    "drn": Family("drn", "DRN / RATE-Net", "hpt_jax.models.drn", "hpt_jax.train.drn", "DRNModel",
+                  "configs/deepfashion_drn.py", "drn/<step>/"),
+    "hpn": Family("hpn", "HPN", "hpt_jax.models.hpn", "hpt_jax.train.hpn", "HPNModel",
+                  "configs/deepfashion_hpn.py", "level_<H>x<W>/<step>/ (one per resolution level)"),
+    "diaf": Family("diaf", "DIAF", "hpt_jax.models.diaf", "hpt_jax.train.diaf", "DIAFModel",
+                   "configs/deepfashion_diaf.py", "{flow,generator,pixel_warp}/<step>/ (one per phase)"),
+}
+
+
+def get(model_name: str) -> Family:
+  """The family of ``config.model_name``.
+
+  Raises:
+    UnknownFamilyError: no such family (the message names the field and the known values).
+  """
+  if model_name not in FAMILIES:
+    raise UnknownFamilyError(f"config.model_name={model_name!r}: expected one of {sorted(FAMILIES)}")
+  return FAMILIES[model_name]

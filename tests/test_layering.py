@@ -1,0 +1,83 @@
+"""The import graph: dependencies point down.
+
+Nothing in ``hpt_jax/`` outside ``hpt_jax/train/`` and no launcher other than ``launch/train.py``
+imports ``hpt_jax.train`` (statically, anywhere in the file); models import neither training,
+evaluation nor inference; and importing inference/evaluation loads no training module and no
+TensorFlow. The registry names training modules by string; ``launch/train.py`` and
+``launch/benchmark.py`` load them through ``Family.train_module()``.
+"""
+
+import ast
+import os
+import subprocess
+import sys
+
+from hpt_jax import registry
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _imports(path: str) -> set[str]:
+  """Every module a file imports (absolute names; ``from a import b`` gives ``a`` and ``a.b``)."""
+  tree = ast.parse(open(path).read(), path)
+  out = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      out.update(a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      out.add(node.module)
+      out.update(f"{node.module}.{a.name}" for a in node.names)
+  return out
+
+
+def _py_files(folder: str):
+  for root, _, files in os.walk(os.path.join(REPO, folder)):
+    for f in files:
+      if f.endswith(".py"):
+        yield os.path.relpath(os.path.join(root, f), REPO)
+
+
+def _offenders(files, prefixes):
+  bad = {}
+  for f in files:
+    hits = sorted(m for m in _imports(os.path.join(REPO, f)) if any(m == p or m.startswith(p + ".") for p in prefixes))
+    if hits:
+      bad[f] = hits
+  return bad
+
+
+def test_only_training_imports_training_code():
+  library = [f for f in _py_files("hpt_jax") if not f.startswith(os.path.join("hpt_jax", "train"))]
+  launchers = [f for f in _py_files("launch") if f != os.path.join("launch", "train.py")]
+  assert len(library) > 20 and "hpt_jax/inference.py" in library and "launch/evaluate.py" in launchers
+  assert _offenders(library + launchers + list(_py_files("input_pipeline")), ["hpt_jax.train"]) == {}
+  models = list(_py_files(os.path.join("hpt_jax", "models")))
+  assert _offenders(models, ["hpt_jax.train", "hpt_jax.evaluation", "hpt_jax.inference", "hpt_jax.registry"]) == {}
+  # The shared helpers that used to live in train/loop.py are not imported from there anywhere.
+  assert "hpt_jax.train.loop" in _imports(os.path.join(REPO, "launch", "train.py"))
+
+
+def test_inference_and_evaluation_load_no_training_module():
+  code = ("import sys; import hpt_jax.inference, hpt_jax.evaluation, hpt_jax.registry; "
+          "from hpt_jax.registry import FAMILIES; [f.inference_class() for f in FAMILIES.values()]; "
+          "bad = sorted(m for m in sys.modules if m.startswith('hpt_jax.train') or m == 'tensorflow'); "
+          "print(bad); sys.exit(1 if bad else 0)")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+def test_registry_names_every_familys_four_parts():
+  for name, family in registry.FAMILIES.items():
+    assert family.name == name
+    assert os.path.isfile(os.path.join(REPO, family.config))
+    for module in (family.models, family.train):
+      assert os.path.isfile(os.path.join(REPO, *module.split(".")) + ".py"), module
+    train_src = open(os.path.join(REPO, *family.train.split(".")) + ".py").read()
+    assert "def train_and_evaluate(" in train_src and "def benchmark_workload(" in train_src
+    assert family.inference_class().family == name
+  try:
+    registry.get("patn")
+  except registry.UnknownFamilyError as e:
+    assert "config.model_name='patn'" in str(e) and "'diaf', 'drn', 'hpn'" in str(e)
+  else:
+    raise AssertionError("no error for an unknown family")
