@@ -284,12 +284,13 @@ def _fid_status(n_images: int, reason: str | None = None) -> dict[str, Any]:
                    "with published FID" if n_images < fid.MIN_IMAGES_COMPARABLE else "")}
 
 
-@functools.lru_cache(maxsize=2)
-def _load_inception(enabled: bool, weights_path: str | None, fc_weights_path: str | None, mesh):
-  """``(InceptionFeatures | None, fid_na_reason | None, fc_path | None, is_na_reason | None)``.
+#: (weights file, classifier file, mesh) -> InceptionFeatures: evaluating several runs in one
+#: process compiles the network once.
+_INCEPTION_NETS: dict = {}
 
-  Cached per process (evaluating several runs in one process loads and compiles the network once).
-  """
+
+def _load_inception(enabled: bool, weights_path: str | None, fc_weights_path: str | None, mesh):
+  """``(InceptionFeatures | None, fid_na_reason | None, fc_path | None, is_na_reason | None)``."""
   from hpt_jax.metrics import fid
   from hpt_jax.metrics import inception_score as is_lib
   if not enabled:
@@ -302,10 +303,14 @@ def _load_inception(enabled: bool, weights_path: str | None, fc_weights_path: st
     logging.warning("FID and IS skipped: %s", e)
     return None, FID_NA_NO_WEIGHTS, None, FID_NA_NO_WEIGHTS
   fc_path = is_lib.find_fc_weights(fc_weights_path)
-  fc_kernel = is_lib.load_fc_weights(fc_path) if fc_path else None
-  net = fid.InceptionFeatures(params=params, fc_kernel=fc_kernel, sharding=parallel.replicated(mesh))
-  net.weights_path = path
-  return net, None, fc_path, (None if fc_path else IS_NA)
+  key = (os.path.abspath(path), fc_path and os.path.abspath(fc_path), mesh)
+  if key not in _INCEPTION_NETS:
+    fc_kernel = is_lib.load_fc_weights(fc_path) if fc_path else None
+    _INCEPTION_NETS.clear()
+    _INCEPTION_NETS[key] = fid.InceptionFeatures(params=params, fc_kernel=fc_kernel,
+                                                 sharding=parallel.replicated(mesh))
+    _INCEPTION_NETS[key].weights_path = path
+  return _INCEPTION_NETS[key], None, fc_path, (None if fc_path else IS_NA)
 
 
 @functools.lru_cache(maxsize=1)

@@ -605,6 +605,9 @@ def load(config, workdir: str, *, step: int | None = None, level: int | None = N
   """
   if os.path.isfile(os.path.join(workdir, "inference.json")):
     return load_exported(workdir, mesh=mesh, batch_size=batch_size)
+  if config is None:
+    raise CheckpointNotFoundError(f"no inference.json in {workdir} (not an exported model): pass the config the "
+                                  "run was trained with")
   cls = registry.get(config.model_name).inference_class()
   return cls.restore(config, workdir, step=step, level=level, mesh=mesh, batch_size=batch_size)
 

@@ -167,7 +167,8 @@ def _read_annotation_rows(path, keypoint_x_offset, image_size, skip_bad, report)
         reason = KEYPOINT_OUTSIDE_IMAGE
         pose.validate_keypoints(keypoints, *image_size)
     except ValueError as e:
-      where = f" (keypoint_x_offset={keypoint_x_offset})" if reason == KEYPOINT_OUTSIDE_IMAGE else ""
+      where = (f" (keypoint_x_offset={keypoint_x_offset}; the image size is the config's data.stored_size)"
+               if reason == KEYPOINT_OUTSIDE_IMAGE else "")
       error = DataError(path, line_no, f"bad annotation row: {e}{where}")
       if not skip_bad:
         raise error from None

@@ -22,6 +22,9 @@ Flags:
   --output            optional file the JSON line is appended to.
   --level             HPN only: which level's step (default -1 = the last, 1024² in hpn_1024.py).
   --phase             DIAF only: flow | generator (default) | pixel_warp.
+  --generate_from     a trained workdir (or exported model): time inference (``hpt_jax.inference``
+                      generate of one batch of eval pairs, stored frame in and out) instead of a
+                      training step; ``--steps``/``--warmup`` count generate calls.
 
 What is measured (one JSON object on stdout; logs go to stderr):
 
@@ -92,6 +95,9 @@ def _define_flags() -> None:
   F["output"] = flags.DEFINE_string("output", None, "Optional file to append the JSON line to.")
   F["level"] = flags.DEFINE_integer("level", -1, "HPN only: level index to benchmark (-1 = the last).")
   F["phase"] = flags.DEFINE_string("phase", None, "DIAF only: flow | generator (default) | pixel_warp.")
+  F["generate_from"] = flags.DEFINE_string(
+      "generate_from", None, "Time inference instead of training: hpt_jax.inference generate of the "
+      "eval pairs with the model restored from this workdir (or exported folder).")
 
 
 # Dense (no sparsity) bf16 peak FLOP/s per device, from the vendors' data sheets. Matched in order
@@ -358,6 +364,48 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
   return record
 
 
+def run_generate_benchmark(config, workdir: str, *, steps: int, warmup: int, config_name: str = "",
+                           overrides: dict | None = None) -> dict:
+  """Times :meth:`hpt_jax.inference.PoseTransferModel.generate` (stored frame in and out).
+
+  One batch of ``model.batch_size`` eval pairs (``config.eval_data``, repeated if fewer) is read
+  once; ``prepare_s_per_pair`` is the host framing (resize/pad, pose maps); ``generate_s`` the
+  median wall time of ``generate_batch`` on it (transfer, jitted generation with the inverse
+  framing, fetch), after ``warmup`` untimed calls; ``compile_s`` the first call.
+  """
+  import jax
+  from hpt_jax import inference
+  from input_pipeline import pipeline
+  t0 = time.perf_counter()
+  model = inference.load(config, workdir)
+  restore_s = time.perf_counter() - t0
+  examples = pipeline.load_examples(config.eval_data)
+  n = model.batch_size
+  examples = (examples * (-(-n // len(examples))))[:n]
+  inputs = inference.stored_frame_pairs(examples)
+  t0 = time.perf_counter()
+  batch = model.prepare(*inputs)
+  prepare_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  model.generate_batch(batch)
+  compile_s = time.perf_counter() - t0
+  times = []
+  for i in range(warmup + steps):
+    t0 = time.perf_counter()
+    model.generate_batch(batch)
+    if i >= warmup:
+      times.append(time.perf_counter() - t0)
+  step = statistics.median(times)
+  return {"mode": "generate", "model": model.family, "description": model.description(), "config": config_name,
+          "overrides": overrides or {}, "workdir": os.path.abspath(workdir), "platform": jax.devices()[0].platform,
+          "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(), "batch": n,
+          "model_size": list(model.model_size), "stored_size": list(model.stored_size), "dtype": config.dtype,
+          "restore_s": restore_s, "compile_s": compile_s, "prepare_s_per_pair": prepare_s / n,
+          "generate_s": step, "generate_s_per_pair": step / n, "generate_s_all": times,
+          "pairs_per_s": n / step, "jax_version": jax.__version__, "date": datetime.date.today().isoformat(),
+          "tensorflow_imported": "tensorflow" in sys.modules}
+
+
 def _overrides() -> dict:
   try:
     return {k: (list(v) if isinstance(v, tuple) else v)
@@ -372,10 +420,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   parallel.maybe_initialize_distributed()
   config_name = _config_arg() or flags.FLAGS["config"].default
-  record = run_benchmark(F["config"].value, steps=F["steps"].value, warmup=F["warmup"].value,
-                         flops_only=F["flops_only"].value, pipeline_batches=F["pipeline_batches"].value,
-                         flops_from=F["flops_from"].value, config_name=config_name, overrides=_overrides(),
-                         level=F["level"].value, phase=F["phase"].value)
+  if F["generate_from"].value:
+    record = run_generate_benchmark(F["config"].value, F["generate_from"].value, steps=F["steps"].value,
+                                    warmup=F["warmup"].value, config_name=config_name, overrides=_overrides())
+  else:
+    record = run_benchmark(F["config"].value, steps=F["steps"].value, warmup=F["warmup"].value,
+                           flops_only=F["flops_only"].value, pipeline_batches=F["pipeline_batches"].value,
+                           flops_from=F["flops_from"].value, config_name=config_name, overrides=_overrides(),
+                           level=F["level"].value, phase=F["phase"].value)
   line = json.dumps(record, sort_keys=True, default=str)
   import jax
   if jax.process_index() == 0:

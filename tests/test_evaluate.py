@@ -456,3 +456,13 @@ def test_cheap_metrics(drn_run):
   np.testing.assert_allclose(out["eval/ssim_plain"], ref_ssim, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(out["eval/l1"], float(np.mean(np.abs(refined - target))), rtol=1e-4)
   assert -1 <= out["eval/ssim_plain_coarse"] <= 1 and out["eval/l1_coarse"] >= 0
+
+
+def test_generate_benchmark(diaf_run):
+  sys.path.insert(0, os.path.join(REPO, "launch"))
+  import benchmark
+  r = benchmark.run_generate_benchmark(_diaf(), diaf_run, steps=2, warmup=0)
+  assert r["mode"] == "generate" and r["model"] == "diaf" and r["batch"] == 4
+  assert r["stored_size"] == [256, 176] and r["model_size"] == [64, 64]
+  assert len(r["generate_s_all"]) == 2 and r["generate_s"] > 0
+  assert r["pairs_per_s"] == pytest.approx(4 / r["generate_s"])

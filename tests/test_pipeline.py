@@ -212,3 +212,22 @@ def test_local_descriptor_boxes_streamed_with_the_batch(train_examples):
   assert len(b) > 4 * 18 and np.all(b[:, 2] - b[:, 0] == 16) and np.all(b[:, 3] <= size[1])
   with pytest.raises(ValueError, match="local_descriptors"):
     _train(train_examples, local_descriptors=20)
+
+
+def test_stored_size_is_checked_and_framing_maps_keypoints():
+  from configs import deepfashion_drn
+  data = deepfashion_drn.get_config("tiny").eval_data
+  assert pipeline.stored_size(data) == (256, 176)
+  data.stored_size = (128, 88)
+  with pytest.raises(patn_format.DataError, match=r"outside the 128x88 image .*the config's data.stored_size"):
+    pipeline.load_examples(data)
+  data.stored_size = (512, 352)     # every keypoint inside: the image check names the size and the field
+  with pytest.raises(patn_format.DataError, match=r"image is 256x176 \(HxW\), expected 512x352 \(the config's data.stored_size"):
+    pipeline.load_examples(data)
+  # frame_keypoints: +40 columns of padding to 256, then 256x256 -> 64x64 with pixel centres.
+  kp = np.array([[[10.0, 20.0]] + [[-1.0, -1.0]] * 17], np.float32)
+  out = pipeline.frame_keypoints(kp, (256, 176), 256, (64, 64))
+  np.testing.assert_allclose(out[0, 0], [(10 + 0.5) / 4 - 0.5, (20 + 40 + 0.5) / 4 - 0.5])
+  np.testing.assert_array_equal(out[0, 1:], -1.0)
+  assert pipeline.frame_padding((256, 176), 256) == (40, 256) and pipeline.frame_padding((256, 256), 256) == (0, 256)
+  assert pipeline.frame_padding((256, 176), 0) == (0, 176)
