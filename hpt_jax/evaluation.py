@@ -28,7 +28,7 @@ Protocol (``docs/evaluation.md`` has the details and sources):
   models working at another size (the ``:cpu`` presets' 64×44, HPN's lower levels, DIAF's padded
   256×256 or 128×128 frame) are mapped back by the model's inverse framing
   (:mod:`hpt_jax.inference`: bilinear ``jax.image.resize``, padding cropped); source and target
-  images are read at full size (:func:`input_pipeline.patn_format.decode_image`) and never resized.
+  images are read in the stored frame (:meth:`input_pipeline.patn_format.PairExample.open`) and never resized.
 * Rows: the final output (``model (…)``), the family's image intermediates (DRN ``coarse (G_P
   only)``; HPN each earlier level, upsampled; DIAF ``before pixel warping`` and the ``flow-warped
   source``), ``source copied`` (the source image as the prediction: a floor every model must beat;
@@ -380,7 +380,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
   from hpt_jax.metrics import lpips as lpips_lib
   from hpt_jax.metrics import pckh as pckh_lib
   from hpt_jax.metrics import ssim as ssim_lib
-  from input_pipeline import patn_format, pipeline
+  from input_pipeline import pipeline
 
   t_start = time.perf_counter()
   if model is None:
@@ -428,7 +428,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
   n_batches = -(-n_pairs // batch_size)
   log_every = log_every_batches or max(1, n_batches // 20)
   pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
-  read = lambda p: image_io.to_uint8(patn_format.decode_image(p))  # noqa: E731  full size, uint8
+  read = lambda e_side: np.asarray(e_side[0].open(e_side[1]))  # noqa: E731  stored frame, uint8
 
   def estimate_real(paths, images):
     missing = [i for i, p in enumerate(paths) if p not in estimate_cache]
@@ -445,7 +445,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
     exs = [examples[i] for i in idx]
     src_paths = [e.source_path for e in exs]
     tgt_paths = [e.target_path for e in exs]
-    real = list(pool.map(read, src_paths + tgt_paths))
+    real = list(pool.map(read, [(e, "source") for e in exs] + [(e, "target") for e in exs]))
     source = np.stack(real[:n])
     target = np.stack(real[n:])
     model_batch = model.prepare(source, np.stack([e.source_keypoints for e in exs]),

@@ -673,8 +673,8 @@ def load_exported(path: str, *, mesh=None, batch_size: int | None = None) -> Pos
 
 
 def stored_frame_pairs(examples: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Source images (uint8, stored size, decoded) and keypoints of PATN pair examples, for :meth:`PoseTransferModel.generate`."""
-  from input_pipeline import patn_format
-  images = np.stack([image_io.to_uint8(patn_format.decode_image(e.source_path)) for e in examples])
+  """Source images (uint8, stored frame) and keypoints of PATN pair examples
+  (:class:`input_pipeline.patn_format.PairExample`), for :meth:`PoseTransferModel.generate`."""
+  images = np.stack([np.asarray(e.open("source")) for e in examples])
   return (images, np.stack([e.source_keypoints for e in examples]).astype(np.float32),
           np.stack([e.target_keypoints for e in examples]).astype(np.float32))

@@ -8,7 +8,14 @@ File format (PATN tengteng95/Pose-Transfer ``tool/generate_fashion_datasets.py``
   separator ``:``, each list JSON, OpenPose-18 order, ``-1`` = missing joint.
 * **Pairs CSV** (``fasion-resize-pairs-*.csv``, ``pairs*.csv``): header ``from,to``, one ordered
   (source, target) pair of image names per line.
-* **Images**: ``<images_dir>/<NAME>``, RGB JPEG, 256×176 (H×W) for the PATN crop.
+* **Images**: ``<images_dir>/<NAME>``, RGB JPEG, 256×176 (H×W) for the PATN crop. Uncropped
+  256×256 In-shop images with ``keypoint_x_offset=-40`` are read centre-cropped to columns 40–215
+  (:meth:`PairExample.open`), never resized.
+
+**The official test set.** Its annotations (``fasion-annotation-test.csv``) are in 256×256
+coordinates; with ``keypoint_x_offset=-40``, 19 rows have a joint outside the 176-wide crop (34 of
+the 8,570 pairs use them). Such joints become missing joints, counted in
+:attr:`BadExampleReport.out_of_crop` and logged once, so all 8,570 pairs load.
 
 Keypoints returned here follow :mod:`hpt_jax.pose`: float32 ``[18, 2]`` (y, x) pixels, ``-1`` =
 missing. Bad input raises :class:`DataError`, whose message names the file and the line at fault;
@@ -73,12 +80,32 @@ class PairExample:
     source_keypoints: float32 ``[18, 2]`` (y, x) pixels in the stored source image, -1 = missing.
     target_keypoints: float32 ``[18, 2]`` (y, x) pixels in the stored target image, -1 = missing.
     row: 1-based line number of the pair in the pairs CSV (header = line 1).
+    stored_size: (H, W) of the stored frame the keypoints are in (``data.stored_size``), or None
+      (the image files' own size).
+    source_crop_x, target_crop_x: left column of the stored frame in each image file: 0, or
+      ``-keypoint_x_offset`` for an uncropped 256×256 In-shop image read as PATN's 256×176 crop
+      (columns 40–215).
   """
   source_path: str
   target_path: str
   source_keypoints: np.ndarray
   target_keypoints: np.ndarray
   row: int
+  stored_size: tuple[int, int] | None = None
+  source_crop_x: int = 0
+  target_crop_x: int = 0
+
+  def open(self, side: str) -> Image.Image:
+    """The ``'source'`` or ``'target'`` image as RGB PIL, in the stored frame (cropped if needed).
+
+    Raises:
+      DataError: naming the file: missing, undecodable, or not of the size checked at load time.
+    """
+    if side == "source":
+      return open_stored_image(self.source_path, self.stored_size, self.source_crop_x)
+    if side == "target":
+      return open_stored_image(self.target_path, self.stored_size, self.target_crop_x)
+    raise ValueError(f"side must be 'source' or 'target', got {side!r}")
 
 
 @dataclasses.dataclass
@@ -95,6 +122,12 @@ class BadExampleReport:
   counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
   skipped_pairs: int = 0
   messages: list[str] = dataclasses.field(default_factory=list)
+  #: image name -> (annotation line, joint indices) of joints inside the uncropped annotation frame
+  #: but outside the stored crop: kept as missing joints, not skipped (PATN renders them as empty
+  #: heatmaps).
+  out_of_crop: dict = dataclasses.field(default_factory=dict)
+  #: pairs whose source or target has such joints (set by :func:`load_pair_examples`).
+  out_of_crop_pairs: int = 0
 
   def add(self, reason: str, error: DataError) -> None:
     """Counts one bad record under ``reason`` and keeps its message (the first few only)."""
@@ -111,6 +144,15 @@ class BadExampleReport:
     """One line for the log, e.g. ``'skipped 3 pairs; bad records: missing_image=1'``."""
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items())) or "none"
     return f"skipped {self.skipped_pairs} pairs; bad records: {reasons}"
+
+  def out_of_crop_summary(self, keypoint_x_offset: float, width: int) -> str:
+    """One line for the log about :attr:`out_of_crop` (empty string if there are none)."""
+    if not self.out_of_crop:
+      return ""
+    joints = sum(len(j) for _, j in self.out_of_crop.values())
+    return (f"{joints} joints in {len(self.out_of_crop)} annotation rows lie outside the {width}-wide crop "
+            f"(keypoint_x_offset={keypoint_x_offset:g}): kept as missing joints, as PATN's heatmaps render "
+            f"nothing for them; {self.out_of_crop_pairs} pairs use these rows")
 
 
 # ----------------------------------------------------------------------------- annotations
@@ -160,14 +202,29 @@ def _read_annotation_rows(path, keypoint_x_offset, image_size, skip_bad, report)
       continue
     reason = BAD_ANNOTATION_ROW
     try:
-      name, keypoints = _parse_annotation_row(text, keypoint_x_offset)
+      name, keypoints = _parse_annotation_row(text, 0)
       if name in rows:
         raise ValueError(f"duplicate image name {name!r} (first on line {rows[name][1]})")
-      if image_size is not None:
+      present = pose.present_mask(keypoints)
+      if image_size is not None and keypoint_x_offset < 0:
         reason = KEYPOINT_OUTSIDE_IMAGE
-        pose.validate_keypoints(keypoints, *image_size)
+        h, w = image_size
+        # The annotation frame: the stored crop widened by -offset on both sides (PATN's centre
+        # crop of the 256-wide In-shop images: offset -40, 176 + 2·40 = 256).
+        pose.validate_keypoints(keypoints, h, w - 2 * keypoint_x_offset)
+      keypoints[present, 1] += keypoint_x_offset
+      if image_size is not None and keypoint_x_offset >= 0:
+        reason = KEYPOINT_OUTSIDE_IMAGE
+        pose.validate_keypoints(keypoints, *image_size)      # no crop: the frame is the stored image
+      elif image_size is not None:
+        outside = present & ((keypoints[:, 1] < 0) | (keypoints[:, 1] >= image_size[1]))
+        if outside.any():
+          keypoints[outside] = pose.MISSING
+          report.out_of_crop[name] = (line_no, [int(j) for j in np.flatnonzero(outside)])
     except ValueError as e:
-      where = (f" (keypoint_x_offset={keypoint_x_offset}; the image size is the config's data.stored_size)"
+      where = ((f" (keypoint_x_offset={keypoint_x_offset:g}; the annotation frame is the config's "
+                f"data.stored_size" + (f" widened by {-keypoint_x_offset:g} columns on each side)"
+                                       if keypoint_x_offset < 0 else ")"))
                if reason == KEYPOINT_OUTSIDE_IMAGE else "")
       error = DataError(path, line_no, f"bad annotation row: {e}{where}")
       if not skip_bad:
@@ -194,7 +251,12 @@ def read_annotations(path: str | os.PathLike, keypoint_x_offset: float = 0,
     keypoint_x_offset: pixels added to x of present joints (missing joints stay -1). The full
       release's 256×256 test annotations need -40 for the 176-wide crop; the resized train CSVs
       and the vendored sample need 0.
-    image_size: (H, W) in pixels; if given, every present joint must lie in ``[0,H) x [0,W)``
+    image_size: (H, W) in pixels of the stored frame (``data.stored_size``); if given, rows are
+      checked against the annotation frame. With a negative offset (a centre crop, e.g. −40 for
+      PATN's 176-wide crop of the 256×256 In-shop images) that frame is ``H × (W − 2·offset)``:
+      a joint outside it is an error, a joint inside it but outside the crop after the offset
+      becomes a missing joint (−1, −1), as PATN's heatmaps render nothing for it, and is counted
+      in ``report.out_of_crop``. Otherwise every present joint must lie in ``[0,H) x [0,W)``
       after the offset.
     skip_bad: skip bad rows (counted in ``report``) instead of raising.
     report: where skipped rows are counted (a new one is used if None).
@@ -281,6 +343,29 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     raise DataError(path, None, f"cannot decode image ({type(e).__name__}: {e})") from None
 
 
+def open_stored_image(path: str | os.PathLike, stored_size: tuple[int, int] | None = None,
+                      crop_x: int = 0) -> Image.Image:
+  """:func:`open_image`, then columns ``[crop_x, crop_x + W)`` when the file is wider than the
+  stored frame (an uncropped 256×256 In-shop image read as PATN's 256×176 crop).
+
+  Args:
+    path: image file. stored_size: (H, W) the result must have; None = the file's own size.
+    crop_x: left column of the stored frame in the file (:class:`PairExample`).
+
+  Raises:
+    DataError: naming the file: missing, undecodable, or of another size than ``stored_size``
+      (with ``crop_x``).
+  """
+  image = open_image(path)
+  if stored_size is None or (image.height, image.width) == tuple(stored_size):
+    return image
+  h, w = stored_size
+  if image.height != h or image.width < crop_x + w or not crop_x:
+    raise DataError(path, None, f"image is {image.height}x{image.width} (HxW), expected {h}x{w} (the config's "
+                    f"data.stored_size){f' or wider, cropped from column {crop_x}' if crop_x else ''}")
+  return image.crop((crop_x, 0, crop_x + w, h))
+
+
 def image_to_array(image: Image.Image) -> np.ndarray:
   """Converts an RGB PIL image to float32 ``[H, W, 3]`` in ``[-1, 1]`` (``x / 127.5 - 1``).
 
@@ -309,40 +394,50 @@ def decode_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -
   return image_to_array(image)
 
 
-def _check_image(path: str, image_size: tuple[int, int] | None,
-                 context: str) -> tuple[str, DataError | None, tuple[int, int] | None]:
-  """Startup check of one image file: returns (reason, error or None, (H, W) or None)."""
+def _check_image(path: str, image_size: tuple[int, int] | None, context: str, keypoint_x_offset: float = 0,
+                 ) -> tuple[str, DataError | None, tuple[int, int] | None, int]:
+  """Startup check of one image file: returns (reason, error or None, stored (H, W) or None, crop_x).
+
+  The file must have the stored size ``image_size``, or — with a negative ``keypoint_x_offset`` —
+  the uncropped annotation frame ``(H, W − 2·offset)``, which is then read centre-cropped from
+  column ``crop_x = −offset`` (PATN's 256×176 crop of the 256×256 In-shop images).
+  """
   if not os.path.isfile(path):
-    return MISSING_IMAGE, DataError(path, None, f"image file not found ({context})"), None
+    return MISSING_IMAGE, DataError(path, None, f"image file not found ({context})"), None, 0
   try:
     with Image.open(path) as image:
       image.verify()
       width, height = image.size
   except Exception as e:  # PIL raises many exception types for corrupt files.  # pylint: disable=broad-except
     return UNREADABLE_IMAGE, DataError(
-        path, None, f"not a readable image ({type(e).__name__}: {e}; {context})"), None
-  if image_size is not None and (height, width) != tuple(image_size):
-    return UNREADABLE_IMAGE, DataError(
-        path, None, f"image is {height}x{width} (HxW), expected {image_size[0]}x{image_size[1]} "
-        f"(the config's data.stored_size; {context})"), None
-  return "", None, (height, width)
+        path, None, f"not a readable image ({type(e).__name__}: {e}; {context})"), None, 0
+  if image_size is None or (height, width) == tuple(image_size):
+    return "", None, (height, width), 0
+  crop = int(-keypoint_x_offset) if keypoint_x_offset < 0 else 0
+  if crop and (height, width) == (image_size[0], image_size[1] + 2 * crop):
+    return "", None, tuple(image_size), crop
+  uncropped = (f" or {image_size[0]}x{image_size[1] + 2 * crop} (the annotation frame, read centre-cropped)"
+               if crop else "")
+  return UNREADABLE_IMAGE, DataError(
+      path, None, f"image is {height}x{width} (HxW), expected {image_size[0]}x{image_size[1]} "
+      f"(the config's data.stored_size){uncropped} for keypoint_x_offset={keypoint_x_offset:g} ({context})"), None, 0
 
 
 def _check_pair_image(images_dir, name, annotation, image_size, keypoint_x_offset,
                       annotations_path, context):
-  """Checks one referenced image and its keypoints: returns (None or (reason, DataError), (H, W))."""
+  """Checks one referenced image and its keypoints: returns (None or (reason, DataError), (H, W), crop_x)."""
   path = os.path.join(images_dir, name)
-  reason, error, size = _check_image(path, image_size, context)
+  reason, error, size, crop = _check_image(path, image_size, context, keypoint_x_offset)
   if error is not None:
-    return (reason, error), None
+    return (reason, error), None, 0
   keypoints, row = annotation
   try:
     pose.validate_keypoints(keypoints, *size)
   except ValueError as e:
     return (KEYPOINT_OUTSIDE_IMAGE, DataError(
         annotations_path, row, f"bad annotation row: {e} (keypoint_x_offset={keypoint_x_offset})"
-    )), size
-  return None, size
+    )), size, crop
+  return None, size, crop
 
 
 def load_pair_examples(images_dir: str | os.PathLike, annotations_path: str | os.PathLike,
@@ -386,6 +481,7 @@ def load_pair_examples(images_dir: str | os.PathLike, annotations_path: str | os
   pairs = read_pairs(pairs_path, skip_bad=skip_bad, report=report)
 
   checked: dict[str, bool] = {}    # image name -> passed the image and keypoint checks
+  crops: dict[str, int] = {}       # image name -> left column of the stored frame in the file
   examples = []
   for source, target, line in pairs:
     fault = None                   # (reason, error); reason None = bad record counted already
@@ -396,9 +492,9 @@ def load_pair_examples(images_dir: str | os.PathLike, annotations_path: str | os
         fault = (UNANNOTATED_IMAGE, DataError(
             pairs_path, line, f"image {name!r} has no row in {os.fspath(annotations_path)}"))
       elif name not in checked:
-        fault, size = _check_pair_image(images_dir, name, annotations[name], image_size,
-                                        keypoint_x_offset, annotations_path,
-                                        f"pair on line {line} of {os.fspath(pairs_path)}")
+        fault, size, crops[name] = _check_pair_image(images_dir, name, annotations[name], image_size,
+                                                     keypoint_x_offset, annotations_path,
+                                                     f"pair on line {line} of {os.fspath(pairs_path)}")
         checked[name] = fault is None
         if image_size is None and size is not None:
           image_size = size  # None: the first readable image fixes the stored size
@@ -414,7 +510,11 @@ def load_pair_examples(images_dir: str | os.PathLike, annotations_path: str | os
       continue
     examples.append(PairExample(
         source_path=os.path.join(images_dir, source), target_path=os.path.join(images_dir, target),
-        source_keypoints=annotations[source][0], target_keypoints=annotations[target][0], row=line))
+        source_keypoints=annotations[source][0], target_keypoints=annotations[target][0], row=line,
+        stored_size=None if image_size is None else tuple(image_size),
+        source_crop_x=crops.get(source, 0), target_crop_x=crops.get(target, 0)))
+    if source in report.out_of_crop or target in report.out_of_crop:
+      report.out_of_crop_pairs += 1
   if not examples:
     raise DataError(pairs_path, None, f"no valid pairs ({report.summary()}; first problems: "
                     f"{report.messages[:3]})")

@@ -124,14 +124,15 @@ def frame_image(image: Image.Image, keypoints: np.ndarray, pad_to_width: int,
   return patn_format.image_to_array(image), frame_keypoints(keypoints, stored, pad_to_width, image_size)
 
 
-def _load_side(path: str, keypoints: np.ndarray, image_size: tuple[int, int],
+def _load_side(example: patn_format.PairExample, side: str, image_size: tuple[int, int],
                context: str) -> tuple[np.ndarray, np.ndarray]:
-  """Decodes one image (resized to image_size) and maps its keypoints; DataError names the file."""
+  """Decodes one side of a pair (stored frame, then resized to image_size) and maps its keypoints;
+  DataError names the file."""
   try:
-    image = patn_format.open_image(path)
+    image = example.open(side)
   except patn_format.DataError as e:
-    raise patn_format.DataError(path, None, f"{e.message} ({context})") from None
-  return frame_image(image, keypoints, 0, image_size)
+    raise patn_format.DataError(e.path, None, f"{e.message} ({context})") from None
+  return frame_image(image, getattr(example, f"{side}_keypoints"), 0, image_size)
 
 
 def stored_size(data_config: Any) -> tuple[int, int] | None:
@@ -169,6 +170,9 @@ def load_examples(data_config: Any, logger: Callable[[str], Any] | None = None,
       keypoint_x_offset=data_config.keypoint_x_offset,
       skip_bad=data_config.skip_bad_examples)
   if logger is not None:
+    if report.out_of_crop:
+      logger(f"{data_config.annotations}: " + report.out_of_crop_summary(
+          data_config.keypoint_x_offset, stored_size(data_config)[1]))
     if report.total or report.skipped_pairs:
       logger(f"{data_config.pairs}: {report.summary()}")
       for message in report.messages:
@@ -191,10 +195,8 @@ class _PairLoader:
   def load(self, index: int, flip: bool) -> dict[str, np.ndarray]:
     example = self._examples[index]
     context = f"pair on line {example.row} of the pairs file"
-    source_image, source_kp = _load_side(example.source_path, example.source_keypoints,
-                                         self._image_size, context)
-    target_image, target_kp = _load_side(example.target_path, example.target_keypoints,
-                                         self._image_size, context)
+    source_image, source_kp = _load_side(example, "source", self._image_size, context)
+    target_image, target_kp = _load_side(example, "target", self._image_size, context)
     height, width = self._image_size
     if flip:
       source_image = np.ascontiguousarray(source_image[:, ::-1])

@@ -177,12 +177,6 @@ def test_keypoint_outside_image(tmp_path):
   _check_bad(paths, patn_format.KEYPOINT_OUTSIDE_IMAGE, annotations, line=5)
 
 
-def test_keypoint_outside_after_offset(tmp_path):
-  paths = _make_dataset(tmp_path)
-  with pytest.raises(patn_format.DataError, match="keypoint_x_offset=-200"):
-    patn_format.load_pair_examples(*paths, SIZE, keypoint_x_offset=-200)
-
-
 def test_no_valid_pairs(tmp_path):
   images, annotations, pairs = _make_dataset(tmp_path)
   os.remove(images / "a.jpg")
@@ -217,3 +211,93 @@ def test_inferred_stored_size_rejects_odd_image(tmp_path):
   examples, report = patn_format.load_pair_examples(images, annotations, pairs, skip_bad=True)
   assert len(examples) == 1 and report.counts == {patn_format.UNREADABLE_IMAGE: 1}
   assert "expected 256x176" in report.messages[0]
+
+
+# ------------------------------------------------------- the official test set's out-of-crop joints
+OUT_OF_CROP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "deepfashion_out_of_crop")
+
+
+def _stand_in_images(folder, names, size):
+  """Plain stand-in images named as the annotation rows (the tests need files of the right size)."""
+  os.makedirs(folder, exist_ok=True)
+  for name in names:
+    Image.new("RGB", (size[1], size[0]), (200, 180, 160)).save(os.path.join(folder, name))
+
+
+def test_official_out_of_crop_joints_load_as_missing(tmp_path):
+  """The 19 official test rows with a joint outside the 176-wide crop (offset −40): every one of
+  the 34 official pairs that use them loads, the joints become missing, and the report counts
+  them. 11 joints lie off the left edge and 8 off the right (checked against the 256x256 frame)."""
+  annotations = os.path.join(OUT_OF_CROP, "annotation.csv")
+  raw = patn_format.read_annotations(annotations)                       # 256x256 coordinates
+  images = str(tmp_path / "img")
+  _stand_in_images(images, raw, (256, 256))                              # uncropped In-shop frame
+  examples, report = patn_format.load_pair_examples(images, annotations, os.path.join(OUT_OF_CROP, "pairs.csv"),
+                                                    SIZE, keypoint_x_offset=-40)
+  assert len(examples) == 34 and report.total == 0 and report.skipped_pairs == 0
+  assert len(report.out_of_crop) == 19 and report.out_of_crop_pairs == 34
+  left = right = 0
+  for name, (line, joints) in report.out_of_crop.items():
+    assert len(joints) == 1
+    x = raw[name][joints[0], 1] - 40
+    left += int(x < 0)
+    right += int(x >= 176)
+  assert (left, right) == (11, 8)                                     # right-edge joints are caught too
+  summary = report.out_of_crop_summary(-40, 176)
+  assert summary.startswith("19 joints in 19 annotation rows lie outside the 176-wide crop") and "34 pairs" in summary
+  for e in examples:
+    for side in ("source", "target"):
+      name = os.path.basename(getattr(e, f"{side}_path"))
+      kp = getattr(e, f"{side}_keypoints")
+      pose.validate_keypoints(kp, *SIZE)                                 # every kept joint is inside
+      present = pose.present_mask(raw[name])
+      if name in report.out_of_crop:
+        j = report.out_of_crop[name][1][0]
+        assert present[j] and (kp[j] == -1).all()
+        present[j] = False
+      np.testing.assert_array_equal(kp[present], raw[name][present] - np.float32([0, 40]))
+      assert getattr(e, f"{side}_crop_x") == 40 and e.open(side).size == (176, 256)
+
+
+def test_uncropped_images_are_centre_cropped_not_squashed(tmp_path):
+  """A 256x256 image with offset −40 is read as columns 40–215 (PATN's crop); other sizes are errors."""
+  images, annotations, pairs = _make_dataset(tmp_path)
+  wide = np.zeros((256, 256, 3), np.uint8)
+  wide[:, :, 0] = np.arange(256, dtype=np.uint8)[None, :]                # red = column index
+  Image.fromarray(wide).save(images / "a.jpg", format="PNG")            # lossless, under the pair's name
+  # The sample's annotations are already cropped: give them back the 40-column margin for the test.
+  _edit_keypoints(annotations, 2, lambda ys, xs: (ys, [x + 40 if x != -1 else -1 for x in xs]))
+  for line in (3, 4, 5):
+    _edit_keypoints(annotations, line, lambda ys, xs: (ys, [x + 40 if x != -1 else -1 for x in xs]))
+  for name in ("b.jpg", "c.jpg", "d.jpg"):
+    small = np.asarray(Image.open(images / name))
+    padded = np.full((256, 256, 3), 255, np.uint8)
+    padded[:, 40:216] = small
+    Image.fromarray(padded).save(images / name, format="PNG")
+  examples, report = patn_format.load_pair_examples(images, annotations, pairs, SIZE, keypoint_x_offset=-40)
+  assert len(examples) == 2 and not report.out_of_crop
+  a = np.asarray(examples[0].open("source"))
+  assert a.shape == (256, 176, 3)
+  np.testing.assert_array_equal(a[0, :, 0], np.arange(40, 216))        # columns 40..215, not a resize
+  # The pipeline reads the same crop.
+  from input_pipeline import pipeline
+  ds = pipeline.create_pair_dataset(examples, image_size=SIZE, sigma=3.0, batch_size=2, seed=0, train=False,
+                                    flip=False)
+  batch = next(iter(ds))
+  np.testing.assert_array_equal(np.round((batch["source_image"][0, 0, :, 0] + 1) * 127.5), np.arange(40, 216))
+  # Any other mismatch between image and annotation frame is an error naming the file.
+  Image.new("RGB", (240, 256)).save(images / "c.jpg", format="PNG")
+  with pytest.raises(patn_format.DataError, match=r"c.jpg: image is 256x240 \(HxW\), expected 256x176 .*or 256x256"):
+    patn_format.load_pair_examples(images, annotations, pairs, SIZE, keypoint_x_offset=-40)
+
+
+def test_joints_outside_the_uncropped_frame_are_errors(tmp_path):
+  images, annotations, pairs = paths = _make_dataset(tmp_path)
+  # Offset −40: the annotation frame is 256 wide; x = 300 is outside it, however it is cropped.
+  _edit_keypoints(annotations, 5, lambda ys, xs: (ys, [300] + xs[1:]))  # d.jpg: nose x
+  with pytest.raises(patn_format.DataError, match=r"annotation.csv, line 5: .*outside the 256x256 image"):
+    patn_format.load_pair_examples(*paths, SIZE, keypoint_x_offset=-40)
+  # A positive offset shifts joints right with no wider frame: past the right edge is an error.
+  _edit_keypoints(annotations, 5, lambda ys, xs: (ys, [170] + xs[1:]))
+  with pytest.raises(patn_format.DataError, match="keypoint_x_offset=20"):
+    patn_format.load_pair_examples(*paths, SIZE, keypoint_x_offset=20)
