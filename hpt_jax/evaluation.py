@@ -585,8 +585,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
       "seconds": round(time.perf_counter() - t_start, 1),
   }
   _write_outputs(out_dir, result, examples, order, per_image, pred_kp if estimator else None, gt_kp)
-  logging.info("evaluation written to %s (%.0f s)\n%s", out_dir, result["seconds"],
-               markdown_table(result))
+  logging.info("evaluation written to %s (%.0f s); table in metrics.md", out_dir, result["seconds"])
   return result
 
 
