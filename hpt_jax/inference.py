@@ -68,6 +68,11 @@ class ConfigMismatchError(checkpoints.CheckpointMismatchError):
   """The checkpoint was trained with another model config; the message lists the differences."""
 
 
+class ConfigError(ValueError):
+  """The config lacks a field inference needs (e.g. ``data.stored_size`` in a run recorded before
+  the field existed); the message names it and the override that fixes it."""
+
+
 class InputError(ValueError):
   """A generate() input has the wrong shape, size or dtype; the message names it and what is expected."""
 
@@ -83,8 +88,9 @@ def _stored_size(config) -> tuple[int, int]:
     size = pipeline.stored_size(config[block]) if block in config else None
     if size is not None:
       return size
-  raise ValueError("config.data.stored_size is missing: set it to the (H, W) of the image files, "
-                   "e.g. --config.data.stored_size=256,176")
+  raise ConfigError("config.data.stored_size is missing (a run recorded before the field existed?): pass "
+                    "--config=<the run's config file> or set it to the (H, W) of the image files, e.g. "
+                    "--config.data.stored_size=256,176")
 
 
 def _to_stored_image(x: jax.Array, stored: tuple[int, int], pad_to_width: int) -> jax.Array:
@@ -590,7 +596,7 @@ def load(config, workdir: str, *, step: int | None = None, level: int | None = N
 
   Args:
     config: the run's config (``configs/<family>.py[:preset]`` and the run's overrides); ignored
-      for an exported folder, which carries its own.
+      for an exported folder, which carries its own; None = the run's ``<workdir>/config.json``.
     workdir: a training run folder (``checkpoints/...``) or an :func:`export` folder (has
       ``inference.json``).
     step: checkpoint step of the final network (default: the latest).
@@ -606,8 +612,10 @@ def load(config, workdir: str, *, step: int | None = None, level: int | None = N
   if os.path.isfile(os.path.join(workdir, "inference.json")):
     return load_exported(workdir, mesh=mesh, batch_size=batch_size)
   if config is None:
-    raise CheckpointNotFoundError(f"no inference.json in {workdir} (not an exported model): pass the config the "
-                                  "run was trained with")
+    config = runs.load_config_json(workdir)
+    if config is None:
+      raise CheckpointNotFoundError(f"no inference.json or config.json in {workdir}: pass the config the run "
+                                    "was trained with")
   cls = registry.get(config.model_name).inference_class()
   return cls.restore(config, workdir, step=step, level=level, mesh=mesh, batch_size=batch_size)
 

@@ -96,6 +96,14 @@ def read_config_json(workdir: str) -> dict | None:
     return json.load(f).get("config", {})
 
 
+def load_config_json(workdir: str):
+  """The run's resolved config from ``<workdir>/config.json`` as an ``ml_collections.ConfigDict``
+  (tuples come back as lists), or None if the run has no config.json."""
+  import ml_collections
+  config = read_config_json(workdir)
+  return None if config is None else ml_collections.ConfigDict(config)
+
+
 #: Config fields that must equal the training run's for a checkpoint to mean anything.
 MUST_MATCH = ("model.", "flow_model.", "pixel_warp_model.", "data.image_size", "data.pad_to_width", "pose.",
               "model_name")

@@ -20,7 +20,8 @@ Runs evaluated on other pair lists or stored sizes are refused, naming the diffe
 
 Flags:
   --config      the config the run was trained with, ``file.py[:preset]`` plus the same overrides
-                (e.g. ``--config.eval_data.pairs=...`` to evaluate another pairs list).
+                (e.g. ``--config.eval_data.pairs=...`` to evaluate another pairs list). Default: the
+                run's ``DIR/config.json`` (what training resolved; no overrides then).
   --workdir     the run folder (or an exported model folder).
   --step        checkpoint step of the final network (default: the latest).
   --level       HPN: level index scored as the model (default: the highest trained; -1 = last).
@@ -91,17 +92,23 @@ def main(argv):
     print(result["markdown"])
     print(f"written to {path}")
     return
-  if _CONFIG.value is None or _WORKDIR.value is None:
-    raise app.UsageError("--config and --workdir are required (or --compare=DIR_A,DIR_B,...)")
+  if _WORKDIR.value is None:
+    raise app.UsageError("--workdir is required (or --compare=DIR_A,DIR_B,...)")
+  config = _CONFIG.value
+  if config is None:
+    config = runs.load_config_json(_WORKDIR.value)
+    if config is None:
+      raise app.UsageError(f"--config is required: {_WORKDIR.value} has no config.json")
+    logging.info("config read from %s", os.path.join(_WORKDIR.value, "config.json"))
   try:
-    result = evaluation.evaluate(_CONFIG.value, _WORKDIR.value, step=_STEP.value, level=_LEVEL.value,
+    result = evaluation.evaluate(config, _WORKDIR.value, step=_STEP.value, level=_LEVEL.value,
                                  panels=_PANELS.value, batch_size=_BATCH_SIZE.value,
                                  max_pairs=_MAX_PAIRS.value, pckh=_PCKH.value, fid=_FID.value,
                                  inception_weights=_INCEPTION_WEIGHTS.value,
                                  inception_fc_weights=_INCEPTION_FC_WEIGHTS.value,
                                  output_dir=_OUTPUT_DIR.value)
   except (inference.CheckpointNotFoundError, inference.ConfigMismatchError, registry.UnknownFamilyError,
-          inference.InputError, DataError, FileNotFoundError) as e:
+          inference.ConfigError, inference.InputError, DataError, FileNotFoundError) as e:
     _fail(e)
   print(f"{result['num_pairs']} pairs, {result['description']}: {result['output_dir']}")
   print(evaluation.markdown_table(result))

@@ -466,3 +466,18 @@ def test_generate_benchmark(diaf_run):
   assert r["stored_size"] == [256, 176] and r["model_size"] == [64, 64]
   assert len(r["generate_s_all"]) == 2 and r["generate_s"] > 0
   assert r["pairs_per_s"] == pytest.approx(4 / r["generate_s"])
+
+
+def test_load_and_evaluate_from_the_runs_config_json(drn_run, tmp_path):
+  """Without a config, the run's config.json (what training resolved) is used."""
+  model = inference.load(None, drn_run)
+  assert model.family == "drn" and model.model_size == (32, 24) and model.source["steps"] == {"drn": 2}
+  inputs = inference.stored_frame_pairs(_examples(_drn(), 2))
+  np.testing.assert_array_equal(model.generate(*inputs)["image"],
+                                inference.load(_drn(), drn_run).generate(*inputs)["image"])
+  with pytest.raises(inference.CheckpointNotFoundError, match="no inference.json or config.json"):
+    inference.load(None, str(tmp_path))
+  # The CLI without --config: a workdir with no config.json is a usage error naming it.
+  cmd = [sys.executable, os.path.join(REPO, "launch", "evaluate.py"), f"--workdir={tmp_path}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+  assert proc.returncode != 0 and f"--config is required: {tmp_path} has no config.json" in proc.stderr
