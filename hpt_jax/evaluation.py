@@ -223,9 +223,8 @@ def flow_epe(model: "inference.DIAFModel", examples: Sequence[Any], config) -> d
   sums, n_total = {}, 0
   for batch in ds:
     n = len(batch["pair_index"])
-    inputs = {k: jax.device_put(parallel.pad_to(batch[k], bs), sharding)
-              for k in ("source_image", "source_pose", "target_pose")}
-    out = jax.device_get(model.forward_raw(inputs))
+    inputs = {k: jax.device_put(parallel.pad_to(batch[k], bs), sharding) for k in ("source_pose", "target_pose")}
+    out = jax.device_get(model.predict_flow(inputs))
     tgt, tvis = batch["flow"], batch["visibility"]
     human = (tvis < flow_lib.BACKGROUND).astype(np.float64)
     correct = (np.asarray(out["vis"])[:n] == tvis).astype(np.float64)
@@ -448,8 +447,8 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
     real = list(pool.map(read, [(e, "source") for e in exs] + [(e, "target") for e in exs]))
     source = np.stack(real[:n])
     target = np.stack(real[n:])
-    model_batch = model.prepare(source, np.stack([e.source_keypoints for e in exs]),
-                                np.stack([e.target_keypoints for e in exs]))
+    target_kp = np.stack([e.target_keypoints for e in exs])
+    model_batch = model.prepare(source, np.stack([e.source_keypoints for e in exs]), target_kp)
     model_batch = {k: jax.device_put(parallel.pad_to(v, batch_size), sharding) for k, v in model_batch.items()}
     gen = model.generate_device(model_batch)
     source = parallel.pad_to(source, batch_size)
@@ -457,7 +456,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
     target_dev = jnp.asarray(target)
     target_float = target_dev.astype(jnp.float32) / 127.5 - 1.0
     # HPN §4.2 local-SSIM: the 44 local-descriptor boxes of the annotated target pose.
-    boxes, _ = pose_lib.local_descriptor_boxes(np.stack([e.target_keypoints for e in exs]), 44, stored_hw)
+    boxes, _ = pose_lib.local_descriptor_boxes(target_kp, 44, stored_hw)
     boxes = parallel.pad_to(boxes, batch_size)
     row_images = {label: gen[key] for key, label in image_rows}
     row_images[SOURCE_ROW] = jnp.asarray(source)

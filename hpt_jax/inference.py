@@ -392,8 +392,8 @@ class HPNModel(PoseTransferModel):
 
   def __init__(self, config, variables, **kw):
     from hpt_jax.models import hpn
-    self.levels = sorted((hpn.level(config, i) for i in range(int(config.model.num_levels))
-                          if hpn.level(config, i).name in variables), key=lambda lv: lv.index)
+    levels = (hpn.level(config, i) for i in range(int(config.model.num_levels)))
+    self.levels = [lv for lv in levels if lv.name in variables]          # ascending index
     if not self.levels:
       raise ValueError(f"HPN variables name no level of this config: {sorted(variables)}")
     self.generators = {lv.name: hpn.build_generator(config, lv, jnp.dtype(config.dtype)) for lv in self.levels}
@@ -549,14 +549,21 @@ class DIAFModel(PoseTransferModel):
       result["image"] = out["warped"]
     return result
 
-  def forward_raw(self, batch):
-    """Jitted :func:`hpt_jax.models.diaf.generate` on a model-frame batch (``raw_flow``, ``vis``, …)."""
-    return self._raw_fn(self.variables, batch)
+  def predict_flow(self, batch) -> dict[str, jax.Array]:
+    """The flow module alone (jitted, model frame): :func:`hpt_jax.models.diaf.predict_flow` on
+    ``source_pose``/``target_pose`` → ``{'flow', 'vis', 'raw_flow'}`` (what DIAF's flow EPE scores;
+    the generator and pixel-warp nets are not run)."""
+    return self._flow_fn(self.variables["flow"], batch["source_pose"], batch["target_pose"])
 
   @functools.cached_property
-  def _raw_fn(self):
+  def _flow_fn(self):
     from hpt_jax.models import diaf
-    return jax.jit(lambda variables, batch: diaf.generate(self.models, variables, batch))
+
+    def fn(flow_variables, source_pose, target_pose):
+      flow, vis, raw = diaf.predict_flow(self.models["flow"], flow_variables, source_pose, target_pose)
+      return {"flow": flow, "vis": vis, "raw_flow": raw}
+
+    return jax.jit(fn)
 
   @classmethod
   def abstract_variables(cls, config):

@@ -75,13 +75,6 @@ class _DiafLoader:
     self._corr_format = t.corr_name_format
     self._median = int(t.median_blur)
 
-  def _side(self, example, side, context):
-    try:
-      image = example.open(side)
-    except patn_format.DataError as e:
-      raise patn_format.DataError(e.path, None, f"{e.message} ({context})") from None
-    return pipeline.frame_image(image, getattr(example, f"{side}_keypoints"), self._pad, self._size)
-
   def _targets(self, example, src_kp, tgt_kp, flip):
     h, w = self._size
     if self._source == "pseudo":
@@ -103,9 +96,8 @@ class _DiafLoader:
 
   def load(self, index: int, flip: bool) -> dict[str, np.ndarray]:
     example = self._examples[index]
-    context = f"pair on line {example.row} of the pairs file"
-    src_img, src_kp = self._side(example, "source", context)
-    tgt_img, tgt_kp = self._side(example, "target", context)
+    src_img, src_kp = pipeline.load_side(example, "source", self._pad, self._size)
+    tgt_img, tgt_kp = pipeline.load_side(example, "target", self._pad, self._size)
     h, w = self._size
     if flip:
       src_img = np.ascontiguousarray(src_img[:, ::-1])

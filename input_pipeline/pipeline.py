@@ -124,15 +124,22 @@ def frame_image(image: Image.Image, keypoints: np.ndarray, pad_to_width: int,
   return patn_format.image_to_array(image), frame_keypoints(keypoints, stored, pad_to_width, image_size)
 
 
-def _load_side(example: patn_format.PairExample, side: str, image_size: tuple[int, int],
-               context: str) -> tuple[np.ndarray, np.ndarray]:
-  """Decodes one side of a pair (stored frame, then resized to image_size) and maps its keypoints;
-  DataError names the file."""
+def load_side(example: patn_format.PairExample, side: str, pad_to_width: int,
+              image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+  """One side (``'source'``/``'target'``) of a pair, read in its stored frame and framed by
+  :func:`frame_image`; the DRN/HPN pipeline (no padding) and DIAF's (256×256 padding) both use it.
+
+  Returns:
+    ``(image float32 [H, W, 3] in [-1, 1], keypoints float32 [18, 2])`` at ``image_size``.
+
+  Raises:
+    patn_format.DataError: naming the image file and the pairs-file line of the pair.
+  """
   try:
     image = example.open(side)
   except patn_format.DataError as e:
-    raise patn_format.DataError(e.path, None, f"{e.message} ({context})") from None
-  return frame_image(image, getattr(example, f"{side}_keypoints"), 0, image_size)
+    raise patn_format.DataError(e.path, None, f"{e.message} (pair on line {example.row} of the pairs file)") from None
+  return frame_image(image, getattr(example, f"{side}_keypoints"), pad_to_width, image_size)
 
 
 def stored_size(data_config: Any) -> tuple[int, int] | None:
@@ -194,9 +201,8 @@ class _PairLoader:
 
   def load(self, index: int, flip: bool) -> dict[str, np.ndarray]:
     example = self._examples[index]
-    context = f"pair on line {example.row} of the pairs file"
-    source_image, source_kp = _load_side(example, "source", self._image_size, context)
-    target_image, target_kp = _load_side(example, "target", self._image_size, context)
+    source_image, source_kp = load_side(example, "source", 0, self._image_size)
+    target_image, target_kp = load_side(example, "target", 0, self._image_size)
     height, width = self._image_size
     if flip:
       source_image = np.ascontiguousarray(source_image[:, ::-1])

@@ -247,7 +247,7 @@ def build_workload(config, level: int | None = None, phase: str | None = None) -
   from hpt_jax import registry
   try:
     module = registry.get(config.model_name).train_module()
-    return module.benchmark_workload(config, level=None if level is None or level == -1 else level, phase=phase)
+    return module.benchmark_workload(config, level=level, phase=phase)
   except ValueError as e:       # UnknownFamilyError, a bad level or phase: the message names it
     raise app.UsageError(str(e)) from None
 
