@@ -1,4 +1,7 @@
-"""DIAF (Dense Intrinsic Appearance Flow, paper ``002``) on DeepFashion In-shop in the 256×256 framing.
+"""DIAF (Dense Intrinsic Appearance Flow) on DeepFashion In-shop in the 256×256 framing.
+
+Paper: Li, Huang, Loy, "Dense Intrinsic Appearance Flow for Human Pose Transfer", CVPR 2019, arXiv:1903.11326;
+reference code ly015/intrinsic_flow @ 94ea8f0.
 
 Three phases, run in order by ``launch/train.py`` (each with its own Orbax folder
 ``<workdir>/checkpoints/{flow,generator,pixel_warp}/``; completed phases are skipped on a rerun,
@@ -103,7 +106,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.disc = ml_collections.ConfigDict(dict(ndf=64, n_layers=3))                   # 70×70 PatchGAN
 
   config.loss = ml_collections.ConfigDict(dict(
-      # Paper Eq. 7 gives no λ values: these are the reference code's (ARCHITECTURES.md §3.6).
+      # Paper Eq. 7 gives no λ values: these are the reference code's (options/pose_transfer_options.py).
       l1=1.0, perceptual=1.0, gan=0.01,
       perceptual_distance="l1",      # 'l1' (reference code) | 'l2' (paper Eq. 6); see hpt_jax/train/diaf.py
       perceptual_layer_weight=0.125, # reference: Σ_layers 0.125·L1

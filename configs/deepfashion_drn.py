@@ -1,5 +1,10 @@
 """DRN / RATE-Net on DeepFashion In-shop (256×176), PATN file format.
 
+Papers: DRN — Yang et al., "Towards Fine-grained Human Pose Transfer with Detail Replenishing Network",
+IEEE Transactions on Image Processing 2021, arXiv:2005.12494; RATE-Net — Yang et al.,
+"Region-Adaptive Texture Enhancement for Detailed Person Image Synthesis", ICME 2020, arXiv:2005.12486.
+Reference code: Lotayou/Pose-Transfer @ 164c91b (branch rate_net).
+
 Presets (``--config=configs/deepfashion_drn.py:PRESET``):
 
 * *(none)* — the paper's size: ngf 64, 3 down-samplings, 9 PAT blocks (165.2 M + 17.7 M generator
@@ -9,7 +14,8 @@ Presets (``--config=configs/deepfashion_drn.py:PRESET``):
   4 PAT blocks, ndf 16, batch 4, 500 cycles, VGG taps up to relu3_1 (≈52 GFLOP per cycle as XLA counts it, ≈1.3 s on 2 cores).
   The README's main-job command uses it.
 * ``tiny`` — for tests: images resized to 32×24, ngf 4, 1 PAT block, batch 2.
-* ``benchmark`` — the issue-6 workload: paper size, global batch 16, bfloat16, VGG-19 taps.
+* ``benchmark`` — the benchmark workload of ``docs/performance.md``: paper size, global batch 16,
+  bfloat16, VGG-19 taps.
 
 Every field can be overridden on the command line (``--config.model.ngf=32``).
 The data default to the real sample vendored in ``data/deepfashion_sample`` (research-only

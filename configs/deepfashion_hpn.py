@@ -1,6 +1,7 @@
 """HPN (progressive high-resolution pose transfer) on DeepFashion In-shop, levels 64 → 128 → 256.
 
-HPN paper ``000`` §3.4; no public code (ARCHITECTURES.md §4). DeepFashion images are 256×176, so
+HPN: Liu et al., "Pose-Guided High-Resolution Appearance Transfer via Progressive Training", arXiv:2008.11898
+(2020), §3.4; no public code exists. DeepFashion images are 256×176, so
 the levels are rectangular — 64×44, 128×88, 256×176 — with a 32×22 bottleneck of 1024 channels
 (``hpt_jax/models/hpn.py`` explains why not padding). 18 local descriptors at 64 and 128 high,
 31 at 256 (§3.4); the local discriminator replaces the local perceptual loss at the final level

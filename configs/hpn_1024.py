@@ -1,4 +1,7 @@
-"""HPN's full schedule: square levels 64² → 128² → 256² → 512² → 1024² (HPN paper ``000`` §3.3–3.4).
+"""HPN's full schedule: square levels 64² → 128² → 256² → 512² → 1024² (HPN §3.3–3.4).
+
+Paper: Liu et al., "Pose-Guided High-Resolution Appearance Transfer via Progressive Training", arXiv:2008.11898
+(2020); no public code exists.
 
 For users' high-resolution data (e.g. Human3.6M or YouTube frames at 1024², the paper's sets;
 point ``data.images``/``data.annotations``/``data.pairs`` and ``eval_data.*`` at them, PATN file

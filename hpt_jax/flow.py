@@ -1,7 +1,7 @@
 """Dense appearance flow for DIAF: warp op, flow targets, binary-disk pose maps, EPE.
 
-DIAF (Li et al., "Dense Intrinsic Appearance Flow for Human Pose Transfer", CVPR 2019, paper
-``002``; reference code ly015/intrinsic_flow, ARCHITECTURES.md §3).
+DIAF (Li, Huang, Loy, "Dense Intrinsic Appearance Flow for Human Pose Transfer", CVPR 2019,
+arXiv:1903.11326; reference code ly015/intrinsic_flow @ 94ea8f0).
 
 **Flow convention (used everywhere in hpt-jax).** A flow map ``F`` is float32 ``[..., H, W, 2]``
 defined on the *target* image grid (paper Eq. 1, ``f_i = u'_i − u_i``): channel 0 is the
@@ -11,18 +11,18 @@ belongs to, pointing from a target pixel ``(y, x)`` to its corresponding point
 (``.corr`` files store absolute (x, y)); note that keypoints in hpt-jax are (y, x)
 (:mod:`hpt_jax.pose`). Pixel centres are at integer coordinates (``(0, 0)`` is the centre of the
 top-left pixel), i.e. PyTorch ``grid_sample(align_corners=True)`` with the grid normalised by
-``W − 1`` / ``H − 1`` — what the reference code does (ARCHITECTURES.md §3.4).
+``W − 1`` / ``H − 1`` — what the reference code does (``models/modules.py`` ``warp_acc_flow``).
 
 **Visibility convention.** int32 ``[..., H, W]`` on the target grid with the reference code's
-classes (ARCHITECTURES.md §3.1): :data:`VISIBLE` = 0 (human pixel visible in both images),
-:data:`INVISIBLE` = 1 (human pixel with no visible correspondence in the source),
+classes (``data/flow_dataset.py`` ``read_corr``): :data:`VISIBLE` = 0 (human pixel visible in both
+images), :data:`INVISIBLE` = 1 (human pixel with no visible correspondence in the source),
 :data:`BACKGROUND` = 2.
 
 **Where flow targets come from.**
 
 * :func:`read_corr` reads the authors' precomputed 3D-model correspondences (``.corr`` files of the
-  DeepFashion tarball, HMR + SMPL rendering; ARCHITECTURES.md §3.1) — with them the flow module
-  trains exactly as in the paper.
+  DeepFashion tarball, HMR + SMPL rendering; reference ``scripts/data_generation/``) — with them the
+  flow module trains exactly as in the paper.
 * :func:`skeleton_pseudo_flow` is **not** the paper's 3D flow: it is a 2-D *limb-affine
   pseudo-ground-truth* computed from the two 18-keypoint skeletons alone (rule in its docstring),
   so the flow module can be trained on any annotated pair (e.g. the bundled sample).
@@ -135,7 +135,7 @@ def block_mean(x: jax.Array, factor: int) -> jax.Array:
 def downsample_flow(flow: jax.Array, factor: int) -> jax.Array:
   """Flow at 1/``factor`` resolution: average over ``factor``×``factor`` blocks, divided by ``factor``.
 
-  ARCHITECTURES.md §3.4 (reference ``DualUnetGenerator``: ``avg_pool(flow, 2^l) / 2^l``): the
+  As the reference ``models/networks.py`` ``DualUnetGenerator`` (``avg_pool(flow, 2^l) / 2^l``): the
   displacement is re-expressed in pixels of the smaller grid.
 
   Args:
@@ -153,7 +153,7 @@ def downsample_flow(flow: jax.Array, factor: int) -> jax.Array:
 def downsample_visibility(vis: jax.Array, factor: int) -> jax.Array:
   """Visibility at 1/``factor`` resolution by min-pooling (priority visible > invisible > background).
 
-  ARCHITECTURES.md §3.4 (reference: ``-max_pool(-vis)``).
+  As the reference ``models/networks.py`` ``DualUnetGenerator`` (``-max_pool(-vis)``).
 
   Args:
     vis: int ``[B, H, W]`` classes; H and W divisible by ``factor``.
@@ -172,7 +172,7 @@ def downsample_visibility(vis: jax.Array, factor: int) -> jax.Array:
 def keypoints_to_disks(keypoints: np.ndarray, height: int, width: int, radius: float) -> np.ndarray:
   """Binary disk pose maps, DIAF §3.1: channel k is 1 where ``(y−y_k)² + (x−x_k)² ≤ r²``, else 0.
 
-  Reference ``data/base_dataset.py kp_to_map`` (ARCHITECTURES.md §3.1; r = 8 at 256×256). A
+  Reference ``data/base_dataset.py kp_to_map`` (r = 8 at 256×256). A
   missing joint (-1) gives an all-zero channel.
 
   Args:
@@ -205,7 +205,7 @@ def keypoints_to_disks(keypoints: np.ndarray, height: int, width: int, radius: f
 def read_corr(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
   """Reads one of the authors' correspondence files (``3d/hmr/corr/{sid2}_{sid1}.corr``).
 
-  Layout (reference ``util/flow_util.py write_corr``; ARCHITECTURES.md §3.1), native
+  Layout (reference ``util/flow_util.py write_corr``), native
   little-endian: int32 W, int32 H, float32 ``H×W×2`` absolute (x, y) coordinates in image 1 (the
   source) of every pixel of image 2 (the target), uint8 ``H×W`` visibility (0 visible, 1
   invisible, 2 background).

@@ -3,9 +3,10 @@
 All layers compute in ``dtype`` (float32 or bfloat16) and keep parameters in ``param_dtype``
 (float32). Normalisation statistics are always reduced in float32.
 
-Sources: PyTorch modules of PATN (tengteng95/Pose-Transfer ``models/networks.py``) and FUNIT
-(``models/FUNIT_module/blocks.py`` on Lotayou/Pose-Transfer branch ``rate_net``); see
-``ARCHITECTURES.md`` §1.2–1.4. PyTorch's ``Conv2dBlock`` order is pad → conv → norm → act.
+Sources: PyTorch modules of PATN (tengteng95/Pose-Transfer @ 281ee2d ``models/networks.py``) and
+of the RATE-Net code (Lotayou/Pose-Transfer @ 164c91b, branch ``rate_net``:
+``models/model_variants_v2.py``, ``models/networks.py`` and FUNIT's
+``models/FUNIT_module/blocks.py``). PyTorch's ``Conv2dBlock`` order is pad → conv → norm → act.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Loss terms of the DRN objective (DRN paper ``003`` §IV-B, Eq. 5–8) and LSGAN.
+"""Loss terms of the DRN objective (DRN §IV-B, Eq. 5–8) and LSGAN.
+
+DRN: Yang et al., "Towards Fine-grained Human Pose Transfer with Detail Replenishing Network", IEEE Transactions
+on Image Processing 2021, arXiv:2005.12494.
 
 Every loss is reduced in float32 whatever the computation dtype of its inputs. Images are NHWC in
 [-1, 1]; features are dicts ``tap name → [B, h, w, C]`` from :class:`hpt_jax.models.vgg.VGG`.

@@ -8,9 +8,14 @@ Conventions used throughout hpt-jax:
   coordinate equal to -1 counts as missing, as in PATN's ``tool/generate_pose_map_fashion.py``.
 * Pose heatmaps are float32 ``[H, W, 18]`` in ``[0, 1]``.
 
-Sources: PATN (tengteng95/Pose-Transfer) ``tool/generate_pose_map_fashion.py`` and
-``data/keypoint.py``; RATE-Net (Lotayou/Pose-Transfer, branch rate_net) ``data/keypoint_funit.py``
-for the flip with the left/right channel swap; ARCHITECTURES.md §1.1 and §2.1.
+Sources: PATN (Zhu et al., "Progressive Pose Attention Transfer for Person Image Generation",
+CVPR 2019, arXiv:1904.03349; code tengteng95/Pose-Transfer @ 281ee2d)
+``tool/generate_pose_map_fashion.py`` and ``data/keypoint.py``; RATE-Net (Yang et al.,
+"Region-Adaptive Texture Enhancement for Detailed Person Image Synthesis", ICME 2020,
+arXiv:2005.12486; code Lotayou/Pose-Transfer @ 164c91b, branch rate_net) ``data/keypoint_funit.py``
+for the flip with the left/right channel swap; HPN (Liu et al., "Pose-Guided High-Resolution
+Appearance Transfer via Progressive Training", arXiv:2008.11898, 2020) §3.2 and §3.4 for the local
+descriptors.
 
 This module imports only numpy, so it works where TensorFlow and JAX are absent.
 """
@@ -21,7 +26,7 @@ import numpy as np
 
 NUM_JOINTS = 18
 
-#: OpenPose-18 joint names, in channel order (ARCHITECTURES.md §2.1; data/README.md).
+#: OpenPose-18 joint names, in channel order (as in PATN's annotation CSVs; data/README.md).
 JOINT_NAMES = (
     "nose", "neck",
     "r_shoulder", "r_elbow", "r_wrist",
@@ -33,7 +38,7 @@ JOINT_NAMES = (
 
 #: Channel permutation that swaps left and right joints after a horizontal flip: joint ``k`` of the
 #: flipped pose is joint ``FLIP_PERMUTATION[k]`` of the mirrored original. It is its own inverse.
-#: Source: RATE-Net ``data/keypoint_funit.py`` (ARCHITECTURES.md §1.1).
+#: Source: RATE-Net ``data/keypoint_funit.py``.
 FLIP_PERMUTATION = (0, 1, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 10, 15, 14, 17, 16)
 
 #: Coordinate value marking a missing joint (PATN annotation CSVs use -1).
@@ -66,7 +71,7 @@ def keypoints_to_heatmaps(keypoints: np.ndarray, height: int, width: int,
   the image (the Gaussian is simply evaluated on the grid). The Gaussian is separable, so it is
   computed as an outer product of 1-D profiles (vectorised numpy, no JAX).
 
-  Encoding choice (ARCHITECTURES.md §2.1, §5): PATN's ``tool/generate_pose_map_fashion.py`` (and
+  Encoding choice: PATN's ``tool/generate_pose_map_fashion.py`` (and
   RATE-Net, which reuses it) computes this sigma=6 Gaussian but stores the map as ``uint8``, so
   every value below 1 truncates to 0 and each channel becomes a **one-pixel map** (1 at the
   keypoint, 0 elsewhere; see menyifang/ADGAN#12). We deliberately use the **true float Gaussian**
@@ -113,8 +118,8 @@ def flip_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
   input. Flipping twice returns the input. Consistent with
   ``keypoints_to_heatmaps(flip_keypoints(k, W), H, W, s) ==
   np.flip(keypoints_to_heatmaps(k, H, W, s), axis=1)[..., FLIP_PERMUTATION]``.
-  Source: RATE-Net ``data/keypoint_funit.py`` (ARCHITECTURES.md §1.1; PATN's optional flip does not
-  swap channels, §2.1).
+  Source: RATE-Net ``data/keypoint_funit.py`` (PATN's optional flip in ``data/keypoint.py`` does
+  not swap channels).
 
   Args:
     keypoints: float ``[..., 18, 2]`` (y, x) pixel coordinates, -1 = missing.
@@ -195,7 +200,7 @@ def validate_keypoints(keypoints: np.ndarray, height: int, width: int) -> None:
 #: neck–nose, the two shoulders, both upper and lower arms, the two neck–hip torso sides and both
 #: thighs and shins. The eye/ear links are left out (the face is already covered densely by the
 #: nose, eye and ear points at 1/8 of the image height) and so are hands ("we are not interested in
-#: fingers", HPN §3.2). HPN (paper 000 §3.4, Fig. 4) gives only the counts 18 / 31 / 44; 31 =
+#: fingers", HPN §3.2). HPN (§3.4, Fig. 4) gives only the counts 18 / 31 / 44; 31 =
 #: 18 + 13 and 44 = 18 + 2·13 are matched by splitting each of these 13 limbs into 2 or 3 equal
 #: parts. The list is our reading of Fig. 4 (no public code exists).
 LOCAL_DESCRIPTOR_LIMBS = (
@@ -219,7 +224,7 @@ def local_descriptor_points(keypoints: np.ndarray, num_points: int) -> tuple[np.
   (in :data:`LOCAL_DESCRIPTOR_LIMBS` order) its interior points from the first joint to the second.
   An interpolated point is missing when either end joint is missing.
 
-  Source: HPN (paper 000) §3.2 and §3.4 (18 points at 64² and 128², 31 at 256² and 512², 44 at
+  Source: HPN §3.2 and §3.4 (18 points at 64² and 128², 31 at 256² and 512², 44 at
   1024²; "interpolating between keypoint pairs"); the limb list is our choice (see the constant).
 
   Args:

@@ -1,5 +1,8 @@
 """Grain input pipeline for DIAF: 256×256 framing, binary-disk poses, flow/visibility targets.
 
+DIAF: Li, Huang, Loy, "Dense Intrinsic Appearance Flow for Human Pose Transfer", CVPR 2019,
+arXiv:1903.11326; reference code ly015/intrinsic_flow @ 94ea8f0.
+
 Reads pairs with :func:`input_pipeline.pipeline.load_examples` (PATN format, same validation and
 ``DataError`` messages as the DRN pipeline) and builds, per pair (B = batch size, (H, W) =
 ``data.image_size``):
@@ -50,7 +53,8 @@ MODEL_KEYS = ("source_image", "target_image", "source_pose", "target_pose", "flo
 def corr_path(corr_dir: str, name_format: str, example: patn_format.PairExample) -> str:
   """Path of the ``.corr`` file of a pair: ``name_format`` with ``{source}``/``{target}`` = file stems.
 
-  The authors' layout is ``3d/hmr/corr/{sid2}_{sid1}.corr`` (target first; ARCHITECTURES.md §3.1),
+  The authors' layout is ``3d/hmr/corr/{sid2}_{sid1}.corr`` (target first; ly015/intrinsic_flow
+  @ 94ea8f0 ``data/flow_dataset.py``),
   i.e. ``name_format='{target}_{source}.corr'``.
   """
   stem = lambda p: os.path.splitext(os.path.basename(p))[0]  # noqa: E731

@@ -1,7 +1,9 @@
 """Readers for PATN's DeepFashion file format (annotation CSV, pairs CSV, JPEG images).
 
-File format (PATN tengteng95/Pose-Transfer ``tool/generate_fashion_datasets.py``,
-``tool/create_pairs_dataset.py``, ``data/keypoint.py``; ARCHITECTURES.md §2.1; data/README.md):
+File format (PATN — Zhu et al., "Progressive Pose Attention Transfer for Person Image Generation",
+CVPR 2019, arXiv:1904.03349; code tengteng95/Pose-Transfer @ 281ee2d
+``tool/generate_fashion_datasets.py``, ``tool/create_pairs_dataset.py``, ``data/keypoint.py``;
+data/README.md):
 
 * **Annotation CSV** (``fasion-resize-annotation-*.csv``, ``annotation.csv`` of the vendored sample):
   first line ``name:keypoints_y:keypoints_x``; every other line ``NAME: [18 ints]: [18 ints]``,
@@ -244,7 +246,7 @@ def read_annotations(path: str | os.PathLike, keypoint_x_offset: float = 0,
   """Reads a PATN annotation CSV (``name:keypoints_y:keypoints_x``).
 
   Source: PATN ``tool/generate_fashion_datasets.py`` / ``data/keypoint.py`` (``sep=':'``, JSON
-  lists); ARCHITECTURES.md §2.1.
+  lists).
 
   Args:
     path: the annotation CSV.
@@ -282,7 +284,7 @@ def read_pairs(path: str | os.PathLike, *, skip_bad: bool = False,
                report: BadExampleReport | None = None) -> list[tuple[str, str, int]]:
   """Reads a PATN pairs CSV (header ``from,to``).
 
-  Source: PATN ``tool/create_pairs_dataset.py`` (ARCHITECTURES.md §2.1).
+  Source: PATN ``tool/create_pairs_dataset.py``.
 
   Args:
     path: the pairs CSV.

@@ -4,7 +4,9 @@ Builds batches of (source image, target image, both 18-channel pose heatmaps, bo
 from :class:`input_pipeline.patn_format.PairExample` records, decoding JPEGs and rendering
 heatmaps on the fly (:func:`hpt_jax.pose.keypoints_to_heatmaps`).
 
-Train mode (RATE-Net ``data/keypoint_funit.py``; ARCHITECTURES.md §1.1)::
+Train mode (as ``data/keypoint_funit.py`` of the RATE-Net code, Lotayou/Pose-Transfer @ 164c91b,
+branch rate_net; paper: Yang et al., "Region-Adaptive Texture Enhancement for Detailed Person Image Synthesis",
+ICME 2020, arXiv:2005.12486)::
 
   MapDataset.source(shard indices).seed(s).shuffle().repeat()      # infinite, reshuffled per epoch
     .random_map(load + random horizontal flip, p=0.5)               # same flip for P1, P2, BP1, BP2
@@ -272,7 +274,7 @@ def create_pair_dataset(examples: Sequence[patn_format.PairExample], *,
   :func:`hpt_jax.pose.resize_keypoints`. In train mode the order is shuffled (reshuffled every
   epoch) and repeated forever; with ``flip`` each pair is mirrored with probability 0.5, the same
   flip applied to both images and both keypoint sets with the left/right joint swap (RATE-Net
-  ``data/keypoint_funit.py``; ARCHITECTURES.md §1.1). Eval mode reads its shard once in order.
+  ``data/keypoint_funit.py``). Eval mode reads its shard once in order.
 
   Args:
     examples: pairs from :func:`input_pipeline.patn_format.load_pair_examples`.

@@ -35,7 +35,8 @@ def _vgg16():
 
 
 def test_parameter_counts_match_reference_at_ngf64():
-  """ARCHITECTURES.md: G_P 165.2 M, G_T 17.7 M in use, each D ≈ 4 M (counted on the PyTorch modules)."""
+  """G_P 165.2 M, G_T 17.7 M in use, each D ≈ 4 M: the counts of the PyTorch modules of the reference
+  code (Lotayou/Pose-Transfer @ 164c91b, branch rate_net)."""
   config = deepfashion_drn.get_config()
   models = drn.build_models(config.model)
   h, w = 256, 176

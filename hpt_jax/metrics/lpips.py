@@ -17,8 +17,10 @@ holding both the backbone convs and the lin layers).  Verified to run under
 flax 0.12.8 (``flax.linen``).  Dropout in the lin layers is inactive
 (deterministic inference).
 
-Protocol sources: DRN paper 003 (LPIPS as a perceptual metric), HPN paper 000
-section 4.2 (LPIPS, lower is better, 0 for real data).  Most pose-transfer
+Protocol sources: DRN (Yang et al., "Towards Fine-grained Human Pose Transfer with Detail Replenishing Network",
+IEEE Transactions on Image Processing 2021, arXiv:2005.12494; LPIPS as a perceptual
+metric), HPN (Liu et al., "Pose-Guided High-Resolution Appearance Transfer via Progressive Training",
+arXiv:2008.11898, 2020) section 4.2 (LPIPS, lower is better, 0 for real data).  Most pose-transfer
 papers report the AlexNet variant ("alex", LPIPS default); HPN/DRN do not
 state the backbone - record it with every number.
 """

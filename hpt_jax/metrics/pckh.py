@@ -7,6 +7,11 @@ with -1 marking a missing joint (a joint is missing if either coordinate is
 tool/compute_coordinates.py) run on the *generated* images; "target" keypoints
 are those of the ground-truth target images.
 
+Sources: PATN (Zhu et al., "Progressive Pose Attention Transfer for Person Image Generation",
+CVPR 2019, arXiv:1904.03349; code tengteng95/Pose-Transfer @ 281ee2d) and DRN (Yang et al.,
+"Towards Fine-grained Human Pose Transfer with Detail Replenishing Network", IEEE Transactions on Image
+Processing 2021, arXiv:2005.12494).
+
 These are exact-count metrics on tiny arrays, so they are written in numpy
 (integer counting, no accelerator needed).
 """
@@ -41,7 +46,7 @@ def _present(kp: np.ndarray) -> np.ndarray:
 def pckh(pred_keypoints, target_keypoints, thr: float = 0.5) -> Dict[str, object]:
     """PCKh under the PATN protocol (tool/calPCKH_fashion.py).
 
-    Rule (ARCHITECTURES.md section 2.4):
+    Rule (tengteng95/Pose-Transfer @ 281ee2d, tool/calPCKH_fashion.py):
       * head box of an image = width w and height h of the axis-aligned
         bounding box of the head joints {0,1,14,15,16,17} present in the
         TARGET; if fewer than 2 are present the image is skipped (neither
@@ -112,7 +117,7 @@ def keypoint_error_curve(
     joints: Optional[Sequence[int]] = None,
     denominator: str = "target",
 ) -> np.ndarray:
-    """Keypoint Error Curve (KEC), DRN paper 003 section III-B.
+    """Keypoint Error Curve (KEC), DRN section III-B.
 
     DRN: "For each given threshold alpha, we calculate the percentage of
     detected keypoints P(alpha) with distance to the ground truth smaller than

@@ -21,17 +21,20 @@ Protocol sources
 * ``ssim`` reproduces ``skimage.metrics.structural_similarity(...,
   channel_axis=-1)`` (scikit-image 0.26; identical to the older
   ``compare_ssim(multichannel=True)`` used by PATN).
-* ``ssim_patn``: PATN ``tool/getMetrics_fashion.py``; see
-  ``/work/shared/reference/ARCHITECTURES.md`` section 2.4.
+* ``ssim_patn``: PATN (Zhu et al., "Progressive Pose Attention Transfer for Person Image Generation",
+  CVPR 2019, arXiv:1904.03349), ``tool/getMetrics_fashion.py`` of tengteng95/Pose-Transfer
+  @ 281ee2d.
 * ``ssim_plain``: same Gaussian settings, unpadded 256x176, data_range 255.
-  (DIAF used skimage *defaults*, i.e. a 7x7 uniform window, see
-  ARCHITECTURES.md section 3.7: call ``ssim(..., gaussian_weights=False,
+  (DIAF — Li, Huang, Loy, "Dense Intrinsic Appearance Flow for Human Pose Transfer", CVPR 2019,
+  arXiv:1903.11326 — used skimage *defaults*, i.e. a 7x7 uniform window, see
+  ly015/intrinsic_flow @ 94ea8f0 ``models/modules.py``: call ``ssim(..., gaussian_weights=False,
   use_sample_covariance=True, data_range=255)`` for that.)
 * ``ms_ssim``: Wang, Simoncelli & Bovik 2003, following the conventions of
   ``pytorch_msssim.ms_ssim`` (VainF), which for images whose sizes stay even
   at every scale (256x176, 256x256) equals ``tf.image.ssim_multiscale``.
-* ``local_ssim``: HPN (paper 000, section 4.2) "local-SSIM": SSIM over
-  corresponding local regions; the region generator lives elsewhere.
+* ``local_ssim``: HPN (Liu et al., "Pose-Guided High-Resolution Appearance Transfer via Progressive Training",
+  arXiv:2008.11898, 2020; section 4.2) "local-SSIM": SSIM over corresponding
+  local regions; the region generator lives elsewhere.
 """
 
 from __future__ import annotations
@@ -305,7 +308,7 @@ def _check_uint8_pair(g, t):
 def ssim_patn(generated_uint8: ArrayLike, target_uint8: ArrayLike) -> jnp.ndarray:
     """SSIM under the PATN DeepFashion protocol.
 
-    Protocol (PATN tool/getMetrics_fashion.py; ARCHITECTURES.md section 2.4):
+    Protocol (PATN tool/getMetrics_fashion.py, tengteng95/Pose-Transfer @ 281ee2d):
     pad 40 white (255) columns on the left and right (256x176 -> 256x256) of
     both images, then ``compare_ssim(gaussian_weights=True, sigma=1.5,
     use_sample_covariance=False, multichannel=True,
@@ -462,7 +465,7 @@ def local_ssim(
     return_per_box: bool = False,
     **ssim_kwargs,
 ):
-    """Local-SSIM: SSIM averaged over given regions (HPN paper 000, section 4.2).
+    """Local-SSIM: SSIM averaged over given regions (HPN section 4.2).
 
     Implementation choice: the per-pixel SSIM map (skimage semantics, see
     :func:`ssim_map`; channel-averaged, reflect-padded borders, *no* border

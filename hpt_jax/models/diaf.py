@@ -1,9 +1,10 @@
 """DIAF networks (Flax Linen, NHWC): flow regression U-Net, dual-path generator, pixel-warp net, PatchGAN.
 
 Paper: Li, Huang, Loy, "Dense Intrinsic Appearance Flow for Human Pose Transfer" (CVPR 2019,
-``002``) §3.2–3.5, §4.1; reference code ly015/intrinsic_flow ``models/networks.py`` (``FlowUnet``,
-``DualUnetGenerator``, ``UnetGenerator_MultiOutput``, ``NLayerDiscriminator``), ARCHITECTURES.md
-§3.2–3.6. Images are in [-1, 1]; pose maps are 18-channel binary disks
+arXiv:1903.11326) §3.2–3.5, §4.1; reference code ly015/intrinsic_flow @ 94ea8f0
+``models/networks.py`` (``FlowUnet``, ``DualUnetGenerator``, ``UnetGenerator_MultiOutput``,
+``NLayerDiscriminator``) and ``models/pose_transfer_model.py``. Images are in [-1, 1]; pose maps
+are 18-channel binary disks
 (:func:`hpt_jax.flow.keypoints_to_disks`); flows follow :mod:`hpt_jax.flow` (``(dx, dy)`` pixels,
 target → source) and visibility classes 0/1/2 = visible/invisible/background.
 
@@ -11,7 +12,8 @@ Batch normalisation everywhere (paper §4.1 "batch normalization is used after e
 layer (except the last one)"), PyTorch defaults (momentum 0.1 ≙ Flax 0.9, eps 1e-5). Each module
 takes ``train``: True = batch statistics (reduced over the *global* batch under ``jax.jit`` with a
 sharded batch) and running averages updated (``mutable=['batch_stats']``); False = running
-averages. The reference never switches its generator to eval mode (ARCHITECTURES.md §3.6); we use
+averages. The reference never switches its generator to eval mode (its ``train()``/``eval()`` in
+``models/pose_transfer_model.py`` are no-ops); we use
 running averages for frozen networks and inference, the standard behaviour.
 
 Kernel init: Kaiming normal (fan-in), the reference's ``init_type='kaiming'``.
@@ -84,7 +86,7 @@ class Pix2PixUNet(nn.Module):
   The input ``x`` is the level-0 skip. Down level i (0 … n−1): [LReLU 0.2, except i = 0] →
   Conv4×4 s2 → ``channels[i]`` → [BN, except the outermost and innermost], giving the skip of
   level i+1 at 1/2^(i+1). Up, from the innermost: ReLU → ConvT4×4 s2 → BN to the channels of the
-  next-outer skip, concatenated with it (reference pix2pix / ``FlowUnet``, ARCHITECTURES.md §3.2).
+  next-outer skip, concatenated with it (reference pix2pix / ``FlowUnet``, ``models/networks.py``).
 
   Attributes:
     channels: output channels of the n down convs (FlowUnet: (128, 256, 512, 512, 512)).
@@ -122,7 +124,7 @@ class Pix2PixUNet(nn.Module):
 
 
 class FlowRegressionNet(nn.Module):
-  """Flow regression module, DIAF §3.3 / Fig. 3; reference ``FlowUnet`` (ARCHITECTURES.md §3.2).
+  """Flow regression module, DIAF §3.3 / Fig. 3; reference ``FlowUnet`` (``models/networks.py``).
 
   Input cat(p1, p2) (36 channels) → stem (Conv7×7 → nf, BN, LReLU 0.1; Conv3×3 s2 → 2nf, BN,
   LReLU 0.1) → pix2pix U-Net of ``n_levels`` levels on the H/2 features (channels
@@ -216,7 +218,7 @@ class FeatureWarp(nn.Module):
 
 class DualUNetGenerator(nn.Module):
   """Dual-path U-Net generator with flow-guided feature warping, DIAF §3.2/§3.4/§4.1; reference
-  ``DualUnetGenerator`` (ARCHITECTURES.md §3.4).
+  ``DualUnetGenerator`` (``models/networks.py``).
 
   * Level l (0 … n_scales−1) has ``c_l = min(nf·(l+1), max_nf)`` channels at H/2^l.
   * Pose encoder (target pose p2) and appearance encoder (source image x1): 1×1 conv + BN to c_0;
@@ -294,7 +296,7 @@ class DualUNetGenerator(nn.Module):
 
 class PixelWarpNet(nn.Module):
   """Pixel-warping fusion weight network, DIAF §3.5 Eq. 3; reference ``UnetGenerator_MultiOutput``
-  (ARCHITECTURES.md §3.5).
+  (``models/networks.py``; the fusion is in ``models/pose_transfer_model.py``).
 
   Input cat(generated image, warped source image, visibility, flow/20) — 9 channels as the
   reference (visibility as one channel holding the class index 0/1/2) → Conv3×3 stem to nf

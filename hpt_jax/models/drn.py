@@ -1,7 +1,14 @@
 """Detail Replenishing Network (DRN; RATE-Net is its conference version).
 
-Two branches (DRN paper ``003``, §IV-A, Fig. 3–4; layer sizes from the RATE-Net reference code,
-``ARCHITECTURES.md`` §1.2–1.3, which is precise where the paper is vague):
+Papers: DRN — Yang et al., "Towards Fine-grained Human Pose Transfer with Detail Replenishing Network",
+IEEE Transactions on Image Processing 2021, arXiv:2005.12494; RATE-Net — Yang et al.,
+"Region-Adaptive Texture Enhancement for Detailed Person Image Synthesis", ICME 2020, arXiv:2005.12486;
+PATN — Zhu et al., "Progressive Pose Attention Transfer for Person Image Generation", CVPR 2019,
+arXiv:1904.03349.
+
+Two branches (DRN §IV-A, Fig. 3–4; layer sizes from the RATE-Net reference code,
+Lotayou/Pose-Transfer @ 164c91b, branch rate_net, ``models/model_variants_v2.py`` and
+``models/FUNIT_module/networks.py``, which is precise where the paper is vague):
 
 * :class:`PoseTransferBranch` G_P — PATN's pose-attentional transfer network (``PATNetwork_v2``):
   source image I_s and the two pose heatmaps (P_s, P_t) → guidance map F_t and coarse image Ĩ_c.
@@ -13,10 +20,10 @@ Two branches (DRN paper ``003``, §IV-A, Fig. 3–4; layer sizes from the RATE-N
 Paper/code differences, each a config option (``configs/deepfashion_drn.py``):
 
 * ``activation``: the paper puts LeakyReLU(0.2) after every normalisation layer (§V), the code
-  uses ReLU. Default ``'leaky_relu'`` (paper, per the project rule "follow the paper").
+  uses ReLU. Default ``'leaky_relu'`` (paper: where paper and code differ, the paper is the default).
 * ``n_adain_resblocks``: the paper says the enhancing branch has 6 residual blocks; the code
   has 2 AdaIN residual blocks (the MLP's 4096 outputs = 2 blocks × 2 AdaIN × 1024). Default 2,
-  because the issue fixes layer *sizes* to the reference code (17.7 M parameters in use).
+  because layer *sizes* follow the reference code (17.7 M parameters in use).
 * ``dropout``: the reference runs dropout 0.5 inside the PAT blocks (``--no_dropout`` not
   passed); the paper is silent. Default 0.5 (code).
 
@@ -92,7 +99,7 @@ class _DownStream(nn.Module):
 
 
 class PoseTransferBranch(nn.Module):
-  """PATN pose-transfer branch G_P (``PATNetwork_v2``, ARCHITECTURES.md §1.2).
+  """PATN pose-transfer branch G_P (``PATNetwork_v2``, ``models/model_variants_v2.py``).
 
   ≈165.2 M parameters at ``ngf=64, n_downsampling=3, n_blocks=9`` (the reference count).
   Kernels are initialised N(0, 0.02) as PATN's ``init_weights``.
@@ -153,7 +160,7 @@ class PoseTransferBranch(nn.Module):
 
 
 class StyleEncoder(nn.Module):
-  """FUNIT ``ClassModelEncoder`` on I_s (ARCHITECTURES.md §1.3): style code z_s.
+  """FUNIT ``ClassModelEncoder`` on I_s (``models/FUNIT_module/networks.py``): style code z_s.
 
   conv7 3→64 ReLU (no norm, reflect pad); two conv4 s2 doubling the width; ``n_downs − 2``
   conv4 s2 keeping it; global average pooling; 1×1 conv → ``style_dim``. This encoder has no
@@ -180,7 +187,8 @@ class StyleEncoder(nn.Module):
 
 
 class DetailReplenishingModule(nn.Module):
-  """Detail replenishing module G_T (DRN §IV-A Eq. 3–4; FUNIT ``FewShotGen``, ARCHITECTURES.md §1.3).
+  """Detail replenishing module G_T (DRN §IV-A Eq. 3–4; FUNIT ``FewShotGen``,
+  ``models/FUNIT_module/networks.py``).
 
   17.7 M parameters at the reference sizes (``feature_dim=512``, 3 up-samplings).
 
@@ -238,7 +246,7 @@ class DetailReplenishingModule(nn.Module):
 
 
 class ResnetDiscriminator(nn.Module):
-  """PATN ``ResnetDiscriminator`` (ARCHITECTURES.md §1.4), used for D_A and D_S.
+  """PATN ``ResnetDiscriminator`` (``models/networks.py``), used for D_A and D_S.
 
   reflect-pad 3 conv7 → IN → act; ``n_downsampling`` conv3 s2 (zero pad 1) doubling the width →
   IN → act; ``n_blocks`` residual blocks [pad→conv3→IN→act→dropout→pad→conv3→IN] + skip. No

@@ -1,6 +1,7 @@
-"""HPN: the progressive encoder-decoder and the local discriminator (HPN paper ``000`` §3).
+"""HPN: the progressive encoder-decoder and the local discriminator (HPN §3).
 
-No public code exists for HPN (ARCHITECTURES.md §4); everything below is read from the paper
+Paper: Liu et al., "Pose-Guided High-Resolution Appearance Transfer via Progressive Training", arXiv:2008.11898
+(2020). No public code exists for HPN; everything below is read from the paper
 (§3.1 autoencoder, §3.2 local descriptors, §3.3 progressive training, §3.4 implementation details,
 Figs. 3, 5, 6). Where the paper is silent the choice is stated.
 

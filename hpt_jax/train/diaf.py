@@ -1,4 +1,7 @@
-"""DIAF training: three phases on the shared loop (paper ``002`` §3.3–3.6, §4.1).
+"""DIAF training: three phases on the shared loop (DIAF §3.3–3.6, §4.1).
+
+Paper: Li, Huang, Loy, "Dense Intrinsic Appearance Flow for Human Pose Transfer", CVPR 2019,
+arXiv:1903.11326; reference code ly015/intrinsic_flow @ 94ea8f0.
 
 Phases (``config.phases``), each with its own Orbax folder ``<workdir>/checkpoints/<phase>/``:
 
@@ -83,7 +86,7 @@ class PhaseState:
 
 
 def multiscale_flow_loss(pyramid, target_flow, vis, scale_weights) -> jax.Array:
-  """Multi-scale EPE loss (DIAF §3.3; reference ``MultiScaleFlowLoss``, ARCHITECTURES.md §3.3).
+  """Multi-scale EPE loss (DIAF §3.3; reference ``models/modules.py`` ``MultiScaleFlowLoss``).
 
   For scale s (prediction at 1/2^(s+1)): target = avg-pool(target_flow, 2^(s+1)) / 20 (units of
   20 full-resolution pixels, as the predictions), mask = max-pool([vis < 2]); per example the

@@ -1,4 +1,8 @@
-"""DRN train state and the pure 1-1-3 training cycle (DRN paper ``003`` §IV-C, Algorithm 1).
+"""DRN train state and the pure 1-1-3 training cycle (DRN §IV-C, Algorithm 1).
+
+Paper: Yang et al., "Towards Fine-grained Human Pose Transfer with Detail Replenishing Network",
+IEEE Transactions on Image Processing 2021, arXiv:2005.12494. Reference code: Lotayou/Pose-Transfer
+@ 164c91b (branch rate_net), ``models/RATE_NET.py`` ``train_one_step``.
 
 One call of :meth:`DRNTrainer.train_step` is one cycle on one batch:
 

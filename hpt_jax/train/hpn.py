@@ -1,6 +1,7 @@
 """HPN training: progressive levels, global + local perceptual loss, local discriminators.
 
-Source: HPN paper ``000`` §3 (Eqs. 2–4) and §3.4; no public code exists (ARCHITECTURES.md §4).
+Source: HPN (Liu et al., "Pose-Guided High-Resolution Appearance Transfer via Progressive Training",
+arXiv:2008.11898, 2020) §3 (Eqs. 2–4) and §3.4; no public code exists.
 
 One *level* (an image size, :func:`hpt_jax.models.hpn.level_sizes`) is trained for
 ``steps_per_level`` steps, then the network grows (:func:`hpt_jax.models.hpn.grow_params`: new

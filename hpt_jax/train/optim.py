@@ -4,6 +4,9 @@ The learning rate is applied by the train step (``params += lr(step) · update``
 inside the optax chain, because in a 1-1-3 cycle one network takes several updates per cycle
 while the schedule is defined per cycle (DRN §V: "kept fixed for the first 10 [epochs] before
 linearly decaying to 0").
+
+DRN: Yang et al., "Towards Fine-grained Human Pose Transfer with Detail Replenishing Network", IEEE Transactions
+on Image Processing 2021, arXiv:2005.12494.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ def adam_l2(b1: float, b2: float, eps: float, weight_decay: float) -> optax.Grad
   """Adam with *coupled* L2 weight decay, as ``torch.optim.Adam(weight_decay=wd)``.
 
   ``wd · param`` is added to the gradient before the moment estimates (not decoupled as AdamW).
-  HPN (paper 000 §3.4) says "Adam with a weight decay of 5e-4" — PyTorch's Adam semantics, the
+  HPN (Liu et al., "Pose-Guided High-Resolution Appearance Transfer via Progressive Training",
+  arXiv:2008.11898, 2020; §3.4) says "Adam with a weight decay of 5e-4" — PyTorch's Adam semantics, the
   usual reading. The learning rate is applied by :func:`apply_updates`.
   """
   return optax.chain(optax.add_decayed_weights(weight_decay), optax.scale_by_adam(b1=b1, b2=b2, eps=eps))
