@@ -38,6 +38,13 @@ import ml_collections
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SAMPLE = os.path.join(_REPO, "data", "deepfashion_sample")
+
+#: Presets (``--config=configs/deepfashion_diaf.py:PRESET``) and what they are; shown by ``--help``.
+PRESETS = {
+    "": "the paper's size: 256×256 framing, flow / generator / pixel-warp phases, batch 8 (accelerator)",
+    "cpu": "2 CPU cores: 128×128, widths 8, 600 flow / 200 generator / 100 pixel-warp steps, batch 4",
+    "tiny": "tests: 64×64, widths 4, 2 steps per phase, batch 2",
+}
 STEPS_PER_EPOCH = 11_158   # 89,262 training pairs (§4.1) / batch 8
 
 

@@ -23,6 +23,13 @@ import ml_collections
 
 from configs import deepfashion_hpn
 
+#: Presets (``--config=configs/hpn_1024.py:PRESET``) and what they are; shown by ``--help``.
+PRESETS = {
+    "": "the paper: square levels 64² → 1024², 700k steps per level",
+    "tiny": "tests: every level at tiny width, 1 step per level (exercises the 1024² level on CPU)",
+    "benchmark": "the paper's widths for launch/benchmark.py (one step of the 1024² level)",
+}
+
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   """Returns the 64² → 1024² HPN config; ``preset`` is '', 'tiny' or 'benchmark'.

@@ -22,6 +22,8 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from hpt_jax import errors
+
 
 def _not_item_metadata_warning(record) -> bool:
   # Orbax warns "Metadata file does not exist" when an item folder (not a step folder) is read
@@ -83,7 +85,7 @@ class StageCheckpointer:
     import grain
     step = self.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+      raise CheckpointNotFoundError(f"no checkpoint in {self.directory}")
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     items = {"state": ocp.args.StandardRestore(target)}
     if data_iter is not None:
@@ -104,11 +106,11 @@ def abstract_like(tree, sharding):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(errors.UserError, FileNotFoundError):
   """No (or not the requested) checkpoint; the message names the folder and how to get one."""
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(errors.UserError, ValueError):
   """A checkpoint does not hold what the model needs (missing networks, other shapes); the
   message names the folder and the differences."""
 

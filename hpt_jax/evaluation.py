@@ -74,7 +74,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from hpt_jax import image_io, inference, parallel, registry
+from hpt_jax import errors, image_io, inference, parallel, registry
 from hpt_jax import pose as pose_lib
 
 #: The baseline rows every table ends with.
@@ -109,7 +109,7 @@ FID_NOT_COMPARABLE_MARK = "†"
 
 
 
-class CompareError(ValueError):
+class CompareError(errors.UserError, ValueError):
   """Runs that cannot share a table (other pair lists, other stored sizes); the message names the difference."""
 
 
@@ -678,7 +678,7 @@ def load_result(path: str) -> dict:
         result = json.load(f)
       result.setdefault("output_dir", os.path.dirname(os.path.abspath(c)))
       return result
-  raise FileNotFoundError(f"no metrics.json at {path} (nor in {eval_dir}/*/): evaluate the run first "
+  raise errors.MissingFileError(f"no metrics.json at {path} (nor in {eval_dir}/*/): evaluate the run first "
                           f"(python launch/evaluate.py --config=... --workdir=...)")
 
 

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpt_jax import pose
+from hpt_jax import errors, pose
 
 VISIBLE = 0
 INVISIBLE = 1
@@ -222,7 +222,7 @@ def read_corr(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"correspondence file {path} does not exist")
+    raise errors.MissingFileError(f"correspondence file {path} does not exist")
   with open(path, "rb") as f:
     data = f.read()
   if len(data) < 8:

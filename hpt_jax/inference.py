@@ -55,7 +55,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from hpt_jax import checkpoints, image_io, parallel, pose, registry, runs
+from hpt_jax import checkpoints, errors, image_io, parallel, pose, registry, runs
 from input_pipeline import pipeline
 
 EXPORT_FORMAT = "hpt_jax-inference"
@@ -68,12 +68,12 @@ class ConfigMismatchError(checkpoints.CheckpointMismatchError):
   """The checkpoint was trained with another model config; the message lists the differences."""
 
 
-class ConfigError(ValueError):
-  """The config lacks a field inference needs (e.g. ``data.stored_size`` in a run recorded before
-  the field existed); the message names it and the override that fixes it."""
+#: The config lacks a field inference needs (e.g. ``data.stored_size`` in a run recorded before the
+#: field existed); the message names it and the override that fixes it.
+ConfigError = errors.ConfigError
 
 
-class InputError(ValueError):
+class InputError(errors.UserError, ValueError):
   """A generate() input has the wrong shape, size or dtype; the message names it and what is expected."""
 
 

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hpt_jax import errors
+
 Dtype = Any
 
 # PATN's ``init_weights(net, 'normal')``: N(0, 0.02) for conv kernels, zero bias.
@@ -38,7 +40,7 @@ def get_init(name: str) -> Callable:
     return patn_normal_init
   if name == "torch_default":
     return torch_default_init
-  raise ValueError(f"unknown initialiser {name!r}; expected 'normal0.02' or 'torch_default'")
+  raise errors.ConfigError(f"unknown initialiser {name!r}; expected 'normal0.02' or 'torch_default'")
 
 
 def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -54,7 +56,7 @@ def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
     return nn.relu
   if name == "leaky_relu":
     return functools.partial(nn.leaky_relu, negative_slope=0.2)
-  raise ValueError(f"unknown activation {name!r}; expected 'relu' or 'leaky_relu'")
+  raise errors.ConfigError(f"unknown activation {name!r}; expected 'relu' or 'leaky_relu'")
 
 
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:

@@ -14,6 +14,8 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+from hpt_jax import errors
+
 
 def l1(prediction: jax.Array, target: jax.Array) -> jax.Array:
   """Pixel-wise L1, L_recon: mean |prediction − target| over all elements (PyTorch ``L1Loss``). Scalar float32."""
@@ -85,7 +87,7 @@ def gram_style(pred_features: Mapping[str, jax.Array], target_features: Mapping[
     ValueError: unknown ``normalization`` (names ``loss.style_normalization``).
   """
   if normalization not in STYLE_NORMALIZATIONS:
-    raise ValueError(f"loss.style_normalization={normalization!r}: expected one of {STYLE_NORMALIZATIONS}")
+    raise errors.ConfigError(f"loss.style_normalization={normalization!r}: expected one of {STYLE_NORMALIZATIONS}")
   total = jnp.zeros((), jnp.float32)
   for name, pred in pred_features.items():
     _, h, w, c = pred.shape

@@ -19,6 +19,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from hpt_jax import errors
+
 DATA_AXIS = "data"
 
 
@@ -57,7 +59,7 @@ def per_process_batch_size(global_batch: int, mesh) -> int:
   """The batch each process feeds. Raises ValueError naming ``batch_size`` if it does not divide."""
   n_dev = mesh.devices.size
   if global_batch % n_dev:
-    raise ValueError(f"batch_size={global_batch} (global) must be divisible by the {n_dev} devices of the mesh")
+    raise errors.ConfigError(f"batch_size={global_batch} (global) must be divisible by the {n_dev} devices of the mesh")
   return global_batch // jax.process_count()
 
 

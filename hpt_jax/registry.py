@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+
+from hpt_jax import errors
 from types import ModuleType
 
 
-class UnknownFamilyError(ValueError):
+class UnknownFamilyError(errors.ConfigError):
   """``config.model_name`` names no registered family; the message lists the known ones."""
 
 

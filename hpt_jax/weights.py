@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpt_jax import errors
 from hpt_jax.models import vgg as vgg_lib
 
 Params = Dict[str, Dict[str, Any]]
@@ -43,11 +44,11 @@ TORCHVISION_ONE_LINER = (
     "np.savez('{arch}.npz', **{{k: v.numpy() for k, v in m.state_dict().items()}})\"")
 
 
-class WeightsError(ValueError):
+class WeightsError(errors.UserError, ValueError):
   """A weights file exists but its contents are unusable (shape, key or dtype)."""
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(errors.UserError, FileNotFoundError):
   """Requested pretrained weights could not be found anywhere that was looked at."""
 
 

@@ -38,6 +38,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from hpt_jax import errors
 from hpt_jax import flow as flow_lib
 from hpt_jax import pose
 from input_pipeline import patn_format
@@ -130,21 +131,21 @@ def validate_config(config) -> None:
   """
   t = config.flow_targets
   if t.source not in ("pseudo", "corr"):
-    raise ValueError(f"flow_targets.source={t.source!r}: expected 'pseudo' (skeleton pseudo-ground-truth) "
+    raise errors.ConfigError(f"flow_targets.source={t.source!r}: expected 'pseudo' (skeleton pseudo-ground-truth) "
                      "or 'corr' (the authors' .corr files)")
   if t.source == "corr" and not (t.corr_dir and os.path.isdir(t.corr_dir)):
-    raise ValueError(f"flow_targets.corr_dir={t.corr_dir!r} is not a folder (needed by flow_targets.source='corr')")
+    raise errors.ConfigError(f"flow_targets.corr_dir={t.corr_dir!r} is not a folder (needed by flow_targets.source='corr')")
   if not config.pose.disk_radius > 0:
-    raise ValueError(f"pose.disk_radius={config.pose.disk_radius} must be > 0")
+    raise errors.ConfigError(f"pose.disk_radius={config.pose.disk_radius} must be > 0")
   if not t.limb_radius > 0:
-    raise ValueError(f"flow_targets.limb_radius={t.limb_radius} must be > 0")
+    raise errors.ConfigError(f"flow_targets.limb_radius={t.limb_radius} must be > 0")
   for block in ("data", "eval_data"):
     h, w = config[block].image_size
     for field, factor in (("model.n_scales", 2 ** config.model.n_scales),
                           ("pixel_warp_model.n_scales", 2 ** config.pixel_warp_model.n_scales),
                           ("flow_model.n_levels", 2 ** (config.flow_model.n_levels + 1))):
       if h % factor or w % factor:
-        raise ValueError(f"{block}.image_size={(h, w)} must be divisible by {factor} (set by {field}); "
+        raise errors.ConfigError(f"{block}.image_size={(h, w)} must be divisible by {factor} (set by {field}); "
                          "DIAF uses the 256x256 framing (data.pad_to_width=256)")
 
 

@@ -37,7 +37,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from hpt_jax import pose
+from hpt_jax import errors, pose
 
 ANNOTATION_HEADER = ("name", "keypoints_y", "keypoints_x")
 PAIRS_HEADER = ("from", "to")
@@ -53,7 +53,7 @@ BAD_PAIR_ROW = "bad_pair_row"                      # pairs row without exactly t
 _MAX_MESSAGES = 20
 
 
-class DataError(ValueError):
+class DataError(errors.UserError, ValueError):
   """Bad input data; the message always names the file and, where there is one, the line.
 
   Attributes:

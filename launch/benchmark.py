@@ -70,11 +70,12 @@ import statistics
 import sys
 import time
 
+_IMPORTED_AT = time.time()   # fallback process start for the time-to-first-step record
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-from hpt_jax import checkpoints, parallel, runs  # noqa: E402
+from hpt_jax import checkpoints, cli, errors, parallel, runs  # noqa: E402
 
 # Flag holders, defined by _define_flags() only when run as a script, so that importing this
 # module (tests) does not claim flag names such as --config in the global absl registry.
@@ -95,6 +96,9 @@ def _define_flags() -> None:
   F["output"] = flags.DEFINE_string("output", None, "Optional file to append the JSON line to.")
   F["level"] = flags.DEFINE_integer("level", -1, "HPN only: level index to benchmark (-1 = the last).")
   F["phase"] = flags.DEFINE_string("phase", None, "DIAF only: flow | generator (default) | pixel_warp.")
+  F["first_step"] = flags.DEFINE_bool(
+      "first_step", False, "Time to first step: run the training driver (what launch/train.py runs) for "
+      "one step per stage in a temporary workdir and time this process's start → its first step done.")
   F["generate_from"] = flags.DEFINE_string(
       "generate_from", None, "Time inference instead of training: hpt_jax.inference generate of the "
       "eval pairs with the model restored from this workdir (or exported folder).")
@@ -242,14 +246,10 @@ def build_workload(config, level: int | None = None, phase: str | None = None) -
   generator phase).
 
   Raises:
-    app.UsageError: unknown ``config.model_name``, level or phase.
+    hpt_jax.errors.ConfigError: unknown ``config.model_name``, level or phase (named).
   """
   from hpt_jax import registry
-  try:
-    module = registry.get(config.model_name).train_module()
-    return module.benchmark_workload(config, level=level, phase=phase)
-  except ValueError as e:       # UnknownFamilyError, a bad level or phase: the message names it
-    raise app.UsageError(str(e)) from None
+  return registry.get(config.model_name).train_module().benchmark_workload(config, level=level, phase=phase)
 
 
 def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline_batches: int,
@@ -263,7 +263,7 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
   mesh = parallel.make_mesh()  # 1-D 'data' mesh over every device, Auto axes
   n_dev = mesh.devices.size
   if config.batch_size % n_dev:
-    raise app.UsageError(f"config.batch_size={config.batch_size} must be divisible by the {n_dev} devices")
+    raise errors.ConfigError(f"batch_size={config.batch_size} (global) must be divisible by the {n_dev} devices")
   rep = parallel.replicated(mesh)
   workload = build_workload(config, level, phase)
   image_size = workload["image_size"]
@@ -406,6 +406,68 @@ def run_generate_benchmark(config, workdir: str, *, steps: int, warmup: int, con
           "tensorflow_imported": "tensorflow" in sys.modules}
 
 
+def one_step_config(config):
+  """A copy of ``config`` that trains one step per stage (DRN ``total_steps``, HPN
+  ``steps_per_level``, DIAF ``phases.*.total_steps``) without periodic evaluation."""
+  config = config.copy_and_resolve_references()
+  if "phases" in config:
+    for phase in config.phases:
+      config.phases[phase].total_steps = 1
+  elif "steps_per_level" in config:
+    config.steps_per_level = 1
+  else:
+    config.total_steps = 1
+  if "eval_every_steps" in config:
+    config.eval_every_steps = 0
+  return config
+
+
+def process_start_time() -> float:
+  """``time.time()`` at which this process started (psutil; else when this module was imported)."""
+  try:
+    import psutil
+    return psutil.Process().create_time()
+  except ImportError:
+    return _IMPORTED_AT
+
+
+def run_first_step_benchmark(config, *, config_name: str = "", overrides: dict | None = None,
+                             cache_dir: str | None = None) -> dict:
+  """Time to first step of the real training driver, cold or warm compilation cache.
+
+  Runs ``registry.get(config.model_name).train_module().train_and_evaluate`` on
+  :func:`one_step_config` in a temporary workdir (deleted afterwards) and reads the first stage's
+  record from its ``summary.json``: ``time_to_first_step_s`` = end of the first step − process
+  start (interpreter, imports, data loading, weights, parameter initialisation, TensorBoard
+  writer, compilation and run of the step); ``first_step_s`` = the first step's call (compilation
+  or cache load + run); ``before_first_step_s`` = the rest. ``cache`` is ``cold`` when the
+  compilation cache folder had no entries at the start, ``warm`` otherwise, ``off`` when disabled.
+  The driver creates clu writers, which import TensorFlow where it is installed (as training does).
+  """
+  import shutil
+  import tempfile
+
+  import jax
+  from hpt_jax import registry
+  entries = len(os.listdir(cache_dir)) if cache_dir and os.path.isdir(cache_dir) else 0
+  workdir = tempfile.mkdtemp(prefix="hpt_jax_first_step_")
+  try:
+    registry.get(config.model_name).train_module().train_and_evaluate(one_step_config(config), workdir)
+    stages = runs.read_summary(workdir).get("stages", {})
+  finally:
+    shutil.rmtree(workdir, ignore_errors=True)
+  name, first = min(stages.items(), key=lambda kv: kv[1]["first_step_time"])
+  ttfs = first["first_step_time"] - process_start_time()
+  return {"mode": "first_step", "model": config.model_name, "config": config_name, "overrides": overrides or {},
+          "stage": name, "cache": "off" if not cache_dir else ("warm" if entries else "cold"),
+          "cache_dir": cache_dir, "cache_entries_before": entries,
+          "time_to_first_step_s": round(ttfs, 2), "first_step_s": first["first_step_s"],
+          "before_first_step_s": round(ttfs - first["first_step_s"], 2),
+          "platform": jax.devices()[0].platform, "device_kind": jax.devices()[0].device_kind,
+          "device_count": jax.device_count(), "jax_version": jax.__version__,
+          "date": datetime.date.today().isoformat()}
+
+
 def _overrides() -> dict:
   try:
     return {k: (list(v) if isinstance(v, tuple) else v)
@@ -416,11 +478,14 @@ def _overrides() -> dict:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # cli.run rejects extra arguments
+  import jax
   parallel.maybe_initialize_distributed()
-  config_name = _config_arg() or flags.FLAGS["config"].default
-  if F["generate_from"].value:
+  config_name = cli.config_arg(sys.argv) or flags.FLAGS["config"].default
+  if F["first_step"].value:
+    record = run_first_step_benchmark(F["config"].value, config_name=config_name, overrides=_overrides(),
+                                      cache_dir=jax.config.jax_compilation_cache_dir)
+  elif F["generate_from"].value:
     record = run_generate_benchmark(F["config"].value, F["generate_from"].value, steps=F["steps"].value,
                                     warmup=F["warmup"].value, config_name=config_name, overrides=_overrides())
   else:
@@ -429,7 +494,6 @@ def main(argv):
                            flops_from=F["flops_from"].value, config_name=config_name, overrides=_overrides(),
                            level=F["level"].value, phase=F["phase"].value)
   line = json.dumps(record, sort_keys=True, default=str)
-  import jax
   if jax.process_index() == 0:
     print(line, flush=True)
     if F["output"].value:
@@ -438,16 +502,6 @@ def main(argv):
         f.write(line + "\n")
 
 
-def _config_arg() -> str | None:
-  """The ``--config`` value as given (``file.py:preset``), for the record."""
-  for i, a in enumerate(sys.argv[1:], 1):
-    if a.startswith("--config="):
-      return a.split("=", 1)[1]
-    if a == "--config" and i + 1 < len(sys.argv):
-      return sys.argv[i + 1]
-  return None
-
-
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main, config_flag=F["config"])

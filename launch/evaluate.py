@@ -44,10 +44,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from hpt_jax import runs  # noqa: E402
+from hpt_jax import cli, runs  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config the run was trained with.",
                                           lock_config=True)
@@ -71,48 +71,33 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Evaluate: output folder (
                                   "compare: folder for compare.md/compare.json (default .).")
 
 
-def _fail(e: Exception) -> None:
-  logging.error("%s: %s", type(e).__name__, e)
-  print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-  sys.exit(1)
-
-
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # cli.run rejects extra arguments
   runs.quiet_library_logs()
-  from hpt_jax import evaluation, inference, registry
-  from input_pipeline.patn_format import DataError
+  from hpt_jax import evaluation
   if _COMPARE.value:
-    try:
-      result = evaluation.compare(_COMPARE.value)
-    except (evaluation.CompareError, FileNotFoundError) as e:
-      _fail(e)
+    result = evaluation.compare(_COMPARE.value)
     path = evaluation.write_compare(result, _OUTPUT_DIR.value or ".")
     print(result["markdown"])
     print(f"written to {path}")
     return
   if _WORKDIR.value is None:
-    raise app.UsageError("--workdir is required (or --compare=DIR_A,DIR_B,...)")
+    raise cli.UsageError("--workdir is required (or --compare=DIR_A,DIR_B,...)")
   config = _CONFIG.value
   if config is None:
     config = runs.load_config_json(_WORKDIR.value)
     if config is None:
-      raise app.UsageError(f"--config is required: {_WORKDIR.value} has no config.json")
+      raise cli.UsageError(f"--config is required: {_WORKDIR.value} has no config.json")
     logging.info("config read from %s", os.path.join(_WORKDIR.value, "config.json"))
-  try:
-    result = evaluation.evaluate(config, _WORKDIR.value, step=_STEP.value, level=_LEVEL.value,
-                                 panels=_PANELS.value, batch_size=_BATCH_SIZE.value,
+  result = evaluation.evaluate(config, _WORKDIR.value, step=_STEP.value, level=_LEVEL.value,
+                               panels=_PANELS.value, batch_size=_BATCH_SIZE.value,
                                  max_pairs=_MAX_PAIRS.value, pckh=_PCKH.value, fid=_FID.value,
                                  inception_weights=_INCEPTION_WEIGHTS.value,
                                  inception_fc_weights=_INCEPTION_FC_WEIGHTS.value,
                                  output_dir=_OUTPUT_DIR.value)
-  except (inference.CheckpointNotFoundError, inference.ConfigMismatchError, registry.UnknownFamilyError,
-          inference.ConfigError, inference.InputError, DataError, FileNotFoundError) as e:
-    _fail(e)
   print(f"{result['num_pairs']} pairs, {result['description']}: {result['output_dir']}")
   print(evaluation.markdown_table(result))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, config_flag=_CONFIG)

@@ -5,16 +5,20 @@ tests need are the ones the persistent compilation cache (conftest.py) already h
 tests and subprocesses: a tiny DRN init or step is compiled once per suite, not once per test.
 """
 
+import functools
+
 import jax
 from hpt_jax import parallel
+from hpt_jax.train import loop
 
 
 
 def init_like_training(trainer, image_size, seed: int = 0):
-  """``trainer.init_state`` jitted with replicated outputs on the default mesh (as in training)."""
+  """``trainer.init_state`` compiled by :func:`hpt_jax.train.loop.initialize` with replicated outputs
+  on the default mesh, as in training."""
   rep = parallel.replicated(parallel.make_mesh())
-  return jax.jit(trainer.init_state, static_argnums=1, out_shardings=rep)(jax.random.PRNGKey(seed),
-                                                                         tuple(image_size))
+  return loop.initialize(functools.partial(trainer.init_state, image_shape=tuple(image_size)),
+                         jax.random.PRNGKey(seed), out_shardings=rep, what="test networks")
 
 
 def step_like_training(trainer, state, host_batch, vgg_params):

@@ -315,17 +315,22 @@ def test_all_phases_run_on_the_real_sample_then_resume(tmp_path):
   with open(os.path.join(workdir, "flow_eval.json")) as f:
     flow_eval = json.load(f)
   assert flow_eval["pairs"] == 44 and flow_eval["epe_zero_flow"] > 0 and np.isfinite(flow_eval["epe"])
+  stages = summary["stages"]
   for phase in ("generator", "pixel_warp"):
-    assert np.isfinite(summary[phase]["final_losses"][f"{phase}/total"])
-  assert summary["generator"]["final_losses"]["generator/gan_on"] == 1.0     # gan_start_step = 1 in tiny
-  assert 0 < summary["pixel_warp"]["final_losses"]["pixel_warp/mask_mean"] < 1
+    assert np.isfinite(stages[phase]["final_metrics"][f"{phase}/total"])
+  assert stages["generator"]["final_metrics"]["generator/gan_on"] == 1.0     # gan_start_step = 1 in tiny
+  assert 0 < stages["pixel_warp"]["final_metrics"]["pixel_warp/mask_mean"] < 1
+  assert [stages[p]["end_step"] for p in diaf_train.PHASES] == [2, 2, 1]
+  assert stages["pixel_warp"]["checkpoint"] == os.path.join(workdir, "checkpoints", "pixel_warp", "1")
   assert os.path.exists(os.path.join(workdir, "samples", "pixel_warp_step_1.png"))
   # A rerun with a longer last phase skips the finished phases and resumes inside the last one.
   flow_ckpt = sorted(os.listdir(os.path.join(workdir, "checkpoints", "flow")))
   summary = diaf_train.train_and_evaluate(_tiny(flow=2, generator=2, pixel_warp=2), workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "flow"))) == flow_ckpt
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "pixel_warp"))) == ["1", "2"]
-  assert summary["flow_eval"] == flow_eval
+  assert summary["eval"]["flow"] == flow_eval
+  assert summary["stages"]["pixel_warp"]["start_step"] == 1 and summary["stages"]["pixel_warp"]["end_step"] == 2
+  assert summary["stages"]["flow"]["end_step"] == 2        # kept from the first run
 
 
 # ---------------------------------------------------------------------- data parallelism

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import deepfashion_drn
-from hpt_jax import layers, losses, weights
+from hpt_jax import errors, layers, losses, weights
 from hpt_jax.models import drn
 from hpt_jax.train import drn as drn_train
 from hpt_jax.train import optim
@@ -126,6 +126,21 @@ def test_hold_then_linear_decay():
                              [1e-4, 1e-4, 1e-4, 5e-5, 0.0, 0.0], rtol=1e-6, atol=1e-12)
   with pytest.raises(ValueError, match="hold_steps"):
     optim.hold_then_linear_decay(1e-4, 50, 40)
+
+
+def test_hold_is_a_fraction_of_total_steps():
+  # The paper's 10K of 40K cycles; shortening the run keeps the shape (round half to even).
+  assert optim.hold_steps(0.25, 40_000) == 10_000
+  assert optim.hold_steps(0.25, 12) == 3
+  assert optim.hold_steps(0.6, 500) == 300
+  assert optim.hold_steps(0.0, 7) == 0 and optim.hold_steps(1.0, 7) == 7
+  with pytest.raises(errors.ConfigError, match="optimizer.hold_fraction=1.5"):
+    optim.hold_steps(1.5, 40)
+  config = deepfashion_drn.get_config("cpu")
+  config.total_steps = 12              # what failed before: the preset's hold no longer fits
+  lr = drn_train.DRNTrainer(config).lr_fn
+  # hold = round(0.6 · 12) = 7 cycles, then linear to 0 over the last 5
+  np.testing.assert_allclose([float(lr(s)) for s in (0, 7, 8, 12)], [2e-4, 2e-4, 2e-4 * 0.8, 0.0], rtol=1e-6, atol=1e-12)
 
 
 def test_image_size_must_divide():

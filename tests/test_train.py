@@ -108,6 +108,16 @@ def test_cli_runs_end_to_end(tmp_path):
   from PIL import Image
   grid = Image.open(workdir / "samples" / "step_2.png")
   assert grid.size == (5 * 24, 4 * 32)                  # 5 columns, 4 eval examples of 32×24
+  # Compilations are announced and timed; the run ends with a summary that says where things are.
+  assert "drn: compiling the train step" in result.stderr and "drn: train step compiled and run in" in result.stderr
+  assert "compiling the initialisation of the DRN networks" in result.stderr
+  summary = result.stdout
+  assert f"run {workdir}:" in summary and "drn: steps 0→2 in" in summary and "final coarse/total=" in summary
+  assert f"checkpoint {workdir / 'checkpoints' / 'drn' / '2'}" in summary
+  assert f"samples: {workdir / 'samples'}" in summary and f"tensorboard --logdir {workdir}" in summary
+  stage = json.loads((workdir / "summary.json").read_text())["stages"]["drn"]
+  assert (stage["start_step"], stage["end_step"]) == (0, 2) and stage["first_step_s"] > 0
+  assert f"refined/total={stage['final_metrics']['refined/total']:.4g}" in summary
 
 
 def test_cli_reports_bad_data_with_file_and_row(tmp_path):
@@ -117,6 +127,7 @@ def test_cli_reports_bad_data_with_file_and_row(tmp_path):
          "--config=" + os.path.join(REPO, "configs", "deepfashion_drn.py") + ":tiny",
          f"--workdir={tmp_path / 'wd'}", f"--config.data.pairs={bad_pairs}"]
   result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
-  assert result.returncode != 0
-  assert str(bad_pairs) in result.stderr and "line 2" in result.stderr
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  [line] = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+  assert str(bad_pairs) in line and "line 2" in line
   assert "not_annotated.jpg" in result.stderr

@@ -37,6 +37,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from scipy import linalg
 
+from hpt_jax import errors
+
 __all__ = [
     "frechet_distance",
     "feature_statistics",
@@ -275,7 +277,7 @@ def find_inception_weights(weights_path: Optional[str] = None) -> str:
     for p in candidates:
         if os.path.isfile(p):
             return p
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
         "FID Inception-v3 weights not found. Looked at: "
         + ", ".join(repr(p) for p in candidates)
         + (" (the given path)" if weights_path is not None

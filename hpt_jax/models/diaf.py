@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hpt_jax import errors
 from hpt_jax import flow as flow_lib
 from hpt_jax import layers
 
@@ -76,7 +77,7 @@ def pixel_shuffle(x: jax.Array, factor: int = 2) -> jax.Array:
 
 def _check_divisible(h, w, factor, field):
   if h % factor or w % factor:
-    raise ValueError(f"image size {h}x{w} must be divisible by {factor} ({field})")
+    raise errors.ConfigError(f"image size {h}x{w} must be divisible by {factor} ({field})")
 
 
 # ------------------------------------------------------------------------ pix2pix U-Net core
@@ -258,7 +259,7 @@ class DualUNetGenerator(nn.Module):
     b, h, w, _ = source_image.shape
     _check_divisible(h, w, 2 ** self.n_scales, "model.n_scales: 2**n_scales")
     if self.n_warp_scales > self.n_scales:
-      raise ValueError(f"model.n_warp_scales={self.n_warp_scales} exceeds model.n_scales={self.n_scales}")
+      raise errors.ConfigError(f"model.n_warp_scales={self.n_warp_scales} exceeds model.n_scales={self.n_scales}")
     dt = self.dtype
     xp = _bn(train, dt, "pre_p_bn")(_conv(self._c(0), 1, dtype=dt, name="pre_p")(target_pose.astype(dt)))
     xa = _bn(train, dt, "pre_a_bn")(_conv(self._c(0), 1, dtype=dt, name="pre_a")(source_image.astype(dt)))

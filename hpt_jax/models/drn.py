@@ -39,7 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hpt_jax import layers
+from hpt_jax import errors, layers
 
 Dtype = Any
 
@@ -351,7 +351,7 @@ def init_inputs(model_config, name: str, image_shape: tuple[int, int]) -> tuple[
   h, w = image_shape
   n = model_config.n_downsampling
   if h % 2 ** n or w % 2 ** n:
-    raise ValueError(f"data.image_size={tuple(image_shape)} must be divisible by 2**model.n_downsampling="
+    raise errors.ConfigError(f"data.image_size={tuple(image_shape)} must be divisible by 2**model.n_downsampling="
                      f"{2 ** n} (the pose branch down-samples {n} times)")
   img = jnp.zeros((1, h, w, 3), jnp.float32)
   pose = jnp.zeros((1, h, w, 18), jnp.float32)

@@ -54,6 +54,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hpt_jax import errors
+
 Dtype = Any
 
 #: He-normal (fan-in, gain √2, plain normal) — PyTorch ``kaiming_normal_`` defaults.
@@ -68,9 +70,9 @@ def level_sizes(base_size: Sequence[int], num_levels: int) -> tuple[tuple[int, i
   """
   h, w = (int(s) for s in base_size)
   if h % 2 or w % 2 or h < 2 or w < 2:
-    raise ValueError(f"model.base_size={tuple(base_size)}: both sides must be even (bottleneck = base / 2)")
+    raise errors.ConfigError(f"model.base_size={tuple(base_size)}: both sides must be even (bottleneck = base / 2)")
   if num_levels < 1:
-    raise ValueError(f"model.num_levels={num_levels} must be >= 1")
+    raise errors.ConfigError(f"model.num_levels={num_levels} must be >= 1")
   return tuple((h * 2 ** l, w * 2 ** l) for l in range(num_levels))
 
 
@@ -157,7 +159,7 @@ class HPNGenerator(nn.Module):
     (h, w), (hb, wb) = self.image_size, self.bottleneck_size
     ratio = h // hb
     if h % hb or w % wb or ratio < 2 or ratio & (ratio - 1) or w // wb != ratio:
-      raise ValueError(f"image size {tuple(self.image_size)} must be 2**k · bottleneck "
+      raise errors.ConfigError(f"image size {tuple(self.image_size)} must be 2**k · bottleneck "
                        f"{tuple(self.bottleneck_size)} with k >= 1")
     sizes = []
     while h > hb:
@@ -340,7 +342,7 @@ def level(config, index: int) -> Level:
   sizes = level_sizes(config.model.base_size, config.model.num_levels)
   i = index + len(sizes) if index < 0 else index
   if not 0 <= i < len(sizes):
-    raise ValueError(f"level {index} outside [0, {len(sizes)}) (model.num_levels={len(sizes)}: {sizes})")
+    raise errors.ConfigError(f"level {index} outside [0, {len(sizes)}) (model.num_levels={len(sizes)}: {sizes})")
   base = tuple(int(s) for s in config.model.base_size)
   bottleneck = (base[0] // 2, base[1] // 2)
   return Level(i, sizes[i], bottleneck, float(config.pose.sigma) * bottleneck[0] / base[0])

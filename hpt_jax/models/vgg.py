@@ -33,6 +33,8 @@ from typing import Any, Dict, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from hpt_jax import errors
+
 Array = Any
 Dtype = Any
 
@@ -114,17 +116,17 @@ def convs_needed(arch: str, taps: Sequence[str]) -> Tuple[str, ...]:
   valid = tap_names(arch)
   taps = tuple(taps)
   if not taps:
-    raise ValueError('VGG: taps must name at least one activation, e.g. ("relu1_1",).')
+    raise errors.ConfigError('VGG: taps must name at least one activation, e.g. ("relu1_1",).')
   bad = [t for t in taps if t not in valid]
   if bad:
-    raise ValueError(f'VGG({arch!r}): unknown tap(s) {bad}; valid taps are {list(valid)}.')
+    raise errors.ConfigError(f'VGG({arch!r}): unknown tap(s) {bad}; valid taps are {list(valid)}.')
   deepest = max(valid.index(t) for t in taps) // 2
   return CONV_NAMES[arch][:deepest + 1]
 
 
 def _check_arch(arch: str) -> None:
   if arch not in _BLOCK_DEPTHS:
-    raise ValueError(f'VGG: unknown arch {arch!r}; expected one of {list(ARCHS)}.')
+    raise errors.ConfigError(f'VGG: unknown arch {arch!r}; expected one of {list(ARCHS)}.')
 
 
 class VGG(nn.Module):

@@ -52,7 +52,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from hpt_jax import checkpoints, image_io, parallel, runs
+from hpt_jax import checkpoints, errors, image_io, parallel, runs
 from hpt_jax import flow as flow_lib
 from hpt_jax import losses
 from hpt_jax.models import diaf as diaf_models
@@ -105,7 +105,7 @@ def multiscale_flow_loss(pyramid, target_flow, vis, scale_weights) -> jax.Array:
     ValueError: fewer weights than levels (names ``loss.flow_scale_weights``).
   """
   if len(scale_weights) < len(pyramid):
-    raise ValueError(f"loss.flow_scale_weights has {len(scale_weights)} entries for {len(pyramid)} "
+    raise errors.ConfigError(f"loss.flow_scale_weights has {len(scale_weights)} entries for {len(pyramid)} "
                      "flow levels (flow_model.n_levels)")
   total = jnp.zeros((), jnp.float32)
   for s, pred in enumerate(pyramid):
@@ -154,12 +154,12 @@ class DIAFTrainer:
   def __init__(self, config):
     self.config = config
     if config.dtype not in ("float32", "bfloat16"):
-      raise ValueError(f"config.dtype={config.dtype!r}: expected 'float32' or 'bfloat16'")
+      raise errors.ConfigError(f"config.dtype={config.dtype!r}: expected 'float32' or 'bfloat16'")
     if config.loss.perceptual_distance not in ("l1", "l2"):
-      raise ValueError(f"loss.perceptual_distance={config.loss.perceptual_distance!r}: expected 'l1' or 'l2'")
+      raise errors.ConfigError(f"loss.perceptual_distance={config.loss.perceptual_distance!r}: expected 'l1' or 'l2'")
     for phase in PHASES:
       if config.phases[phase].total_steps <= 0:
-        raise ValueError(f"phases.{phase}.total_steps={config.phases[phase].total_steps} must be > 0")
+        raise errors.ConfigError(f"phases.{phase}.total_steps={config.phases[phase].total_steps} must be > 0")
     dtype = jnp.dtype(config.dtype)
     self.models = diaf_models.build_models(config, dtype)
     self.vgg = VGG(arch=config.perceptual.network, taps=tuple(config.perceptual.taps), dtype=dtype)
@@ -465,13 +465,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   Workdir: ``checkpoints/{flow,generator,pixel_warp}/<step>/`` (Orbax: phase state + data-iterator
   state), TensorBoard events, ``samples/<phase>_step_<N>.png``, ``config.json``,
-  ``flow_eval.json`` (EPE vs zero flow on ``eval_data``) and ``summary.json`` (final losses and
-  evaluation numbers of every phase). A phase whose latest checkpoint is at its ``total_steps``
+  ``flow_eval.json`` (EPE vs zero flow on ``eval_data``) and ``summary.json`` (``stages``: each
+  phase's final losses, steps and time, written by the step loop; ``eval``: the flow EPE and each
+  image phase's metrics on ``eval_data``). A phase whose latest checkpoint is at its ``total_steps``
   is skipped (its final weights are restored for the next phases); an unfinished phase resumes
   from its latest checkpoint.
 
   Returns:
-    the summary dict also written to ``summary.json``.
+    the contents of ``summary.json`` (:func:`hpt_jax.runs.read_summary`).
 
   Raises:
     ValueError: an invalid config field (named).
@@ -489,7 +490,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   local_batch = parallel.per_process_batch_size(config.batch_size, mesh)
   image_size = tuple(config.data.image_size)
   if tuple(config.eval_data.image_size) != image_size:
-    raise ValueError(f"eval_data.image_size={tuple(config.eval_data.image_size)} must equal data.image_size={image_size}")
+    raise errors.ConfigError(f"eval_data.image_size={tuple(config.eval_data.image_size)} must equal data.image_size={image_size}")
 
   train_examples = diaf_pipeline.load_examples(config.data, logger=logging.info)
   eval_examples = diaf_pipeline.load_examples(config.eval_data, logger=logging.info)
@@ -499,11 +500,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   writer = loop.create_writer(workdir)
   runs.write_config_json(workdir, config)
-  summary_path = os.path.join(workdir, "summary.json")
-  summary = {}
-  if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      summary = json.load(f)
+  evals = runs.read_summary(workdir).get("eval", {})
 
   # Samples: the first eval batch (same shape as evaluation, so one compiled generate per phase).
   sample_batch = next(_eval_batches(eval_examples, config, mesh))[0]
@@ -538,21 +535,19 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             logging.info("phase %s: resumed from %s at step %d", phase, ckpt.directory, int(state.step))
           logging.info("phase %s: %s parameters, %d steps", phase,
                        {k: f"{runs.count_params(v) / 1e6:.3f}M" for k, v in state.params.items()}, total)
-          state, last = _run_phase(trainer, phase, state, train_iter, frozen, vgg_params, config, mesh, rep,
-                                   ckpt, writer, workdir, generate_fn, sample_batch, global_step)
-          if last:
-            summary.setdefault(phase, {})["final_losses"] = last
+          state, _ = _run_phase(trainer, phase, state, train_iter, frozen, vgg_params, config, mesh, rep,
+                                ckpt, writer, workdir, generate_fn, sample_batch, global_step)
       finally:
         ckpt.close()
       global_step += total
       frozen_vars = _variables(state)
       if phase == "flow":
         frozen["flow"] = frozen_vars["flow"]
-        if "flow_eval" not in summary:
+        if "flow" not in evals:
           from hpt_jax import evaluation, inference
           result = evaluation.flow_epe(inference.DIAFModel(config, {"flow": frozen["flow"]}, mesh=mesh),
                                        eval_examples, config)
-          summary["flow_eval"] = result
+          evals["flow"] = result
           with open(os.path.join(workdir, "flow_eval.json"), "w") as f:
             json.dump(result, f, indent=2)
           writer.write_scalars(global_step, {f"flow_eval/{k}": v for k, v in result.items()
@@ -563,22 +558,19 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       elif phase == "generator":
         frozen["generator"] = frozen_vars["generator"]
         disc_from_generator = state
-        if "eval" not in summary.get("generator", {}):
-          summary.setdefault("generator", {})["eval"] = evaluate_images(
+        if "generator" not in evals:
+          evals["generator"] = evaluate_images(
               generate_fn, {"flow": frozen["flow"]}, _variables(state), eval_examples, config, mesh, "generated")
-          logging.info("generator on eval pairs: %s", summary["generator"]["eval"])
+          logging.info("generator on eval pairs: %s", evals["generator"])
       else:
-        if "eval" not in summary.get("pixel_warp", {}):
-          summary.setdefault("pixel_warp", {})["eval"] = evaluate_images(
+        if "pixel_warp" not in evals:
+          evals["pixel_warp"] = evaluate_images(
               generate_fn, frozen, _variables(state), eval_examples, config, mesh, "final")
-          logging.info("pixel warping on eval pairs: %s", summary["pixel_warp"]["eval"])
-      if jax.process_index() == 0:
-        with open(summary_path + ".tmp", "w") as f:
-          json.dump(summary, f, indent=2, sort_keys=True)
-        os.replace(summary_path + ".tmp", summary_path)
+          logging.info("pixel warping on eval pairs: %s", evals["pixel_warp"])
+      runs.update_summary(workdir, "eval", evals)
   finally:
     writer.close()
-  return summary
+  return runs.read_summary(workdir)
 
 
 def _run_phase(trainer, phase, state, train_iter, frozen, vgg_params, config, mesh, rep, ckpt, writer, workdir,
@@ -644,7 +636,7 @@ def benchmark_workload(config, level: int | None = None, phase: str | None = Non
   del level
   phase = phase or "generator"
   if phase not in PHASES:
-    raise ValueError(f"--phase={phase!r}: expected one of {PHASES}")
+    raise errors.ConfigError(f"--phase={phase!r}: expected one of {PHASES}")
   trainer = DIAFTrainer(config)
   image_size = tuple(int(s) for s in config.data.image_size)
   root = jax.random.PRNGKey(config.seed)

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from hpt_jax import checkpoints, image_io, parallel, runs
+from hpt_jax import checkpoints, errors, image_io, parallel, runs
 from hpt_jax import losses
 from hpt_jax.models import drn
 from hpt_jax.models.vgg import VGG
@@ -70,7 +70,7 @@ class DRNState:
 def compute_dtype(config) -> Any:
   """``config.dtype`` ('float32' | 'bfloat16') → jnp dtype. Raises ValueError naming the field."""
   if config.dtype not in ("float32", "bfloat16"):
-    raise ValueError(f"config.dtype={config.dtype!r}: expected 'float32' or 'bfloat16'")
+    raise errors.ConfigError(f"config.dtype={config.dtype!r}: expected 'float32' or 'bfloat16'")
   return jnp.dtype(config.dtype)
 
 
@@ -89,7 +89,8 @@ class DRNTrainer:
     self.vgg = VGG(arch=config.perceptual.network, taps=tuple(config.perceptual.taps), dtype=dtype)
     o = config.optimizer
     self.tx = optim.radam_decoupled(o.b1, o.b2, o.eps, o.weight_decay)
-    self.lr_fn = optim.hold_then_linear_decay(o.learning_rate, o.hold_steps, config.total_steps)
+    self.lr_fn = optim.hold_then_linear_decay(o.learning_rate, optim.hold_steps(o.hold_fraction, config.total_steps),
+                                              config.total_steps)
     self.loss_weights = config.loss
 
   # ------------------------------------------------------------------ init
@@ -270,8 +271,8 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
 
   trainer = DRNTrainer(config)
   rep = parallel.replicated(mesh)
-  init_fn = jax.jit(trainer.init_state, static_argnums=1, out_shardings=rep)
-  state = init_fn(jax.random.PRNGKey(config.seed), image_size)
+  state = loop.initialize(functools.partial(trainer.init_state, image_shape=image_size),
+                          jax.random.PRNGKey(config.seed), out_shardings=rep, what="the DRN networks")
   vgg_params = jax.device_put(vgg_params, rep)
   logging.info("parameters: %s", {k: f"{runs.count_params(v) / 1e6:.2f}M" for k, v in state.params.items()})
 

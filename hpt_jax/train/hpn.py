@@ -53,7 +53,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from hpt_jax import checkpoints, image_io, parallel, runs
+from hpt_jax import checkpoints, errors, image_io, parallel, runs
 from hpt_jax.models import hpn
 from hpt_jax.models.vgg import VGG
 from hpt_jax.train import optim
@@ -99,13 +99,13 @@ def validate_config(config) -> tuple[tuple[int, int], ...]:
   """
   sizes = hpn.level_sizes(config.model.base_size, config.model.num_levels)
   if len(config.local_descriptors) != len(sizes):
-    raise ValueError(f"config.local_descriptors={tuple(config.local_descriptors)} needs one entry "
+    raise errors.ConfigError(f"config.local_descriptors={tuple(config.local_descriptors)} needs one entry "
                      f"per level ({len(sizes)} levels: {sizes})")
   for n in config.local_descriptors:
     if n not in (0, 18, 31, 44):
-      raise ValueError(f"config.local_descriptors entries must be 0, 18, 31 or 44, got {n!r}")
+      raise errors.ConfigError(f"config.local_descriptors entries must be 0, 18, 31 or 44, got {n!r}")
   if config.steps_per_level < 1:
-    raise ValueError(f"config.steps_per_level={config.steps_per_level} must be >= 1")
+    raise errors.ConfigError(f"config.steps_per_level={config.steps_per_level} must be >= 1")
   return sizes
 
 
@@ -445,7 +445,7 @@ def _train_level(config, workdir, trainer, ckpt, latest, previous, level, root, 
     state = ckpt.restore(abstract, train_iter)
     logging.info("%s: resumed at step %d", trainer.name, int(state.step))
   elif level == 0:
-    state = jax.jit(trainer.init_state, out_shardings=rep)(key)
+    state = loop.initialize(trainer.init_state, key, out_shardings=rep, what=f"{trainer.name}'s networks")
   else:
     if previous is None:
       previous = _restore_level(config, workdir, level - 1, rep)
@@ -481,7 +481,7 @@ def _train_level(config, workdir, trainer, ckpt, latest, previous, level, root, 
       sample_every=config.sample_every_steps, sample_fn=sample_fn, step_offset=offset, prefix=prefix)
   step = int(state.step)
   result = level_eval_metrics(trainer, state, eval_batches)
-  result.update({"level": trainer.name, "step": step, "final_train_metrics": scalars})
+  result.update({"level": trainer.name, "step": step})   # final train losses: <workdir>/summary.json
   writer.write_scalars(offset + step, {prefix + k: v for k, v in result.items() if k.startswith("eval/")})
   os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
   with open(os.path.join(workdir, "eval", f"{trainer.name}.json"), "w") as f:

@@ -15,6 +15,23 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hpt_jax import errors
+
+
+def hold_steps(hold_fraction: float, total_steps: int) -> int:
+  """Steps at the constant rate: ``round(hold_fraction · total_steps)``.
+
+  The hold is a fraction of the run rather than a step count so that shortening a run with
+  ``--config.total_steps=N`` alone keeps the schedule's shape (DRN §V: 10K of 40K cycles, 0.25).
+
+  Raises:
+    hpt_jax.errors.ConfigError: ``optimizer.hold_fraction`` outside [0, 1].
+  """
+  if not 0.0 <= hold_fraction <= 1.0:
+    raise errors.ConfigError(f"optimizer.hold_fraction={hold_fraction} must lie in [0, 1] "
+                             "(the fraction of total_steps at the constant rate)")
+  return int(round(hold_fraction * total_steps))
+
 
 def hold_then_linear_decay(base_lr: float, hold_steps: int, total_steps: int):
   """Returns ``lr(step)``: ``base_lr`` for ``step < hold_steps``, then linear to 0 at ``total_steps``.
@@ -31,9 +48,9 @@ def hold_then_linear_decay(base_lr: float, hold_steps: int, total_steps: int):
     ValueError: ``hold_steps`` outside [0, total_steps] or a negative rate.
   """
   if not 0 <= hold_steps <= total_steps:
-    raise ValueError(f"optimizer.hold_steps={hold_steps} must lie in [0, total_steps={total_steps}]")
+    raise errors.ConfigError(f"optimizer.hold_steps={hold_steps} must lie in [0, total_steps={total_steps}]")
   if base_lr < 0:
-    raise ValueError(f"optimizer.learning_rate={base_lr} must be >= 0")
+    raise errors.ConfigError(f"optimizer.learning_rate={base_lr} must be >= 0")
   decay = max(total_steps - hold_steps, 1)
 
   def schedule(step):

@@ -1,0 +1,267 @@
+"""What every launcher shares: ``--help``, ``--print_config``, readable config errors, one-line errors.
+
+:func:`run` replaces ``absl.app.run`` in ``launch/*.py``:
+
+* ``--help`` (``-h``, ``--helpshort``, ``--helpfull``) prints the launcher's docstring and, for a
+  launcher with a ``--config`` flag, the config file's presets and its top-level fields with their
+  defaults (of the chosen preset), then exits 0. Without ``--config`` it lists the presets of every
+  file in ``configs/``.
+* ``--print_config`` prints the resolved config (file, preset and every ``--config.*`` override
+  applied) as JSON — the same block training writes to ``<workdir>/config.json`` — and exits 0.
+* Command-line errors — a config path that does not exist, an unknown preset, a misspelled field
+  (with the closest field names), a value of the wrong type, an unknown flag — are printed as one
+  line ``error: ...`` on stderr (plus a hint line), exit status 2, no traceback.
+* A :class:`hpt_jax.errors.UserError` raised by the launcher's ``main`` (bad data, missing
+  checkpoint or weights, a batch the devices cannot divide, a diverged run, ...) is printed as
+  ``error: <message>`` on stderr, exit status 1, no traceback. Other exceptions are bugs
+  and keep their traceback.
+
+It also turns on JAX's persistent compilation cache (:func:`enable_compilation_cache`) before the
+launcher's ``main`` runs, so a rerun of the same config skips XLA compilation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import importlib.util
+import json
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+from absl import app, flags, logging
+
+from hpt_jax import errors
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
+
+#: Environment variable: the persistent compilation cache folder, or ``off`` (also ``0``, ``false``,
+#: ``none``) to disable it. JAX's own ``JAX_COMPILATION_CACHE_DIR``, when set, takes precedence.
+CACHE_ENV = "HPT_JAX_COMPILATION_CACHE"
+#: Where the cache lives by default (per user; the test suite uses its own temporary folder).
+DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "hpt_jax", "xla")
+
+
+class UsageError(errors.UserError):
+  """A command-line or config-override error (printed in one line, exit status 2)."""
+
+
+# ---------------------------------------------------------------- compilation cache
+def enable_compilation_cache() -> str | None:
+  """Turns on JAX's persistent compilation cache; returns its folder, or None if disabled.
+
+  The folder is ``$JAX_COMPILATION_CACHE_DIR`` if set (the test suite sets a temporary one), else
+  ``$HPT_JAX_COMPILATION_CACHE``, else :data:`DEFAULT_CACHE_DIR` (``~/.cache/hpt_jax/xla``).
+  ``HPT_JAX_COMPILATION_CACHE=off`` disables it. Entries are keyed by the computation, the
+  compiler options, the backend and the jax/jaxlib version, so a stale entry is never used; only
+  compilations longer than JAX's ``jax_persistent_cache_min_compile_time_secs`` (1 s by default)
+  are stored. Delete the folder to reclaim the space.
+  """
+  import jax
+  setting = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR
+  if setting.strip().lower() in ("off", "0", "false", "none", "no", ""):
+    return None
+  path = os.path.abspath(os.path.expanduser(setting))
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    logging.warning("compilation cache disabled: cannot create %s (%s)", path, e)
+    return None
+  jax.config.update("jax_compilation_cache_dir", path)
+  return path
+
+
+# ---------------------------------------------------------------- config files
+def config_arg(argv: Sequence[str]) -> str | None:
+  """The ``--config`` value as written (``file.py[:preset]``), or None."""
+  for i, a in enumerate(argv[1:], 1):
+    if a.startswith("--config="):
+      return a.split("=", 1)[1]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _splitconfig_arg(value: str) -> tuple[str, str]:
+  path, _, preset = value.partition(":")
+  return path, preset
+
+
+def _load_config_module(path: str):
+  spec = importlib.util.spec_from_file_location("_hpt_config_" + os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def presets(path: str) -> dict[str, str]:
+  """``{preset: one-line description}`` of a config file (its ``PRESETS``; '' = the paper's size)."""
+  return dict(getattr(_load_config_module(path), "PRESETS", {"": "(the file's only config)"}))
+
+
+def checkconfig_arg(value: str) -> None:
+  """Raises :class:`UsageError` if ``--config=value`` names no file or an unknown preset."""
+  path, preset = _splitconfig_arg(value)
+  if not os.path.isfile(path):
+    candidates = sorted(glob.glob(os.path.join(_REPO, "configs", "*.py")))
+    names = ", ".join(os.path.relpath(c) for c in candidates)
+    raise UsageError(f"--config={value}: no such config file {path!r}; the configs are: {names}")
+  known = presets(path)
+  if preset not in known:
+    close = difflib.get_close_matches(preset, [p for p in known if p], n=1)
+    hint = f'; did you mean "{close[0]}"?' if close else ""
+    raise UsageError(f"--config={value}: {path} has no preset {preset!r}{hint} "
+                     f"(presets: {', '.join(repr(p) if not p else p for p in known)})")
+
+
+def _unknown_field_message(argv: Sequence[str], config_value: str | None, key_message: str) -> str:
+  """A one-line message for a misspelled ``--config.a.b`` override (ml_collections' KeyError text)."""
+  lines = [l.strip() for l in key_message.strip("'\"").replace("\\n", "\n").split("\n") if l.strip()]
+  key = lines[0].strip("'\"") if lines else "?"
+  suggestion = next((l for l in lines[1:] if l.startswith("Did you mean")), "")
+  flag = next((a.split("=", 1)[0] for a in argv[1:]
+               if a.startswith("--config.") and a.split("=", 1)[0].split(".")[-1] == key), f"--config.{key}")
+  where = _splitconfig_arg(config_value)[0] if config_value else "the config"
+  msg = f"{flag}: {where} has no field {key!r}"
+  if suggestion:
+    msg += "; " + suggestion[0].lower() + suggestion[1:]
+  return msg
+
+
+def _parse_error_message(e: BaseException, argv: Sequence[str]) -> str:
+  """One line for an exception raised while absl parsed the flags (config loading included)."""
+  config_value = config_arg(argv)
+  inner = e.__context__ if e.__context__ is not None else e
+  if isinstance(e, AttributeError) and isinstance(inner, KeyError):
+    return _unknown_field_message(argv, config_value, str(inner.args[0]) if inner.args else "")
+  text = str(e)
+  lines = [l.strip() for l in text.splitlines() if l.strip()]
+  if isinstance(e, flags.IllegalFlagValueError) and "Traceback" in text:
+    # A config file raised while it was built: keep the flag and the exception's own last line.
+    return f"{lines[0].split(':', 1)[0]}: {lines[-1]}"
+  if isinstance(e, OSError) and config_value:
+    return f"--config={config_value}: {lines[-1] if lines else text}"
+  return " ".join(lines) if len(lines) <= 2 else f"{lines[0]} {lines[-1]}"
+
+
+# ---------------------------------------------------------------- help
+def _format_value(v: Any) -> str:
+  s = json.dumps(v) if isinstance(v, (str, bool)) or v is None else str(v)
+  return s if len(s) <= 60 else s[:57] + "..."
+
+
+def config_help(value: str | None) -> str:
+  """The help text's config part: presets and top-level fields (defaults of the chosen preset)."""
+  if value is None:
+    out = ["Config files (--config=FILE[:PRESET]):"]
+    for path in sorted(glob.glob(os.path.join(_REPO, "configs", "*.py"))):
+      rel = os.path.relpath(path)
+      out.append(f"  {rel}")
+      for name, desc in presets(path).items():
+        out.append(f"    {name or '(none)':10s} {desc}")
+    out.append("Give --config=FILE[:PRESET] --help for the file's fields and their defaults.")
+    return "\n".join(out)
+  checkconfig_arg(value)
+  path, preset = _splitconfig_arg(value)
+  config = _load_config_module(path).get_config(preset or None)
+  out = [f"Presets of {path} (--config={path}:PRESET):"]
+  for name, desc in presets(path).items():
+    out.append(f"  {name or '(none)':10s} {desc}")
+  out.append(f"Fields of {value} with their defaults (override with --config.FIELD=VALUE; "
+             "--print_config prints every value):")
+  for key, v in config.items():
+    if hasattr(v, "items"):
+      out.append(f"  {key + '.*':22s} {', '.join(v.keys())}")
+    else:
+      out.append(f"  {key:22s} {_format_value(v)}")
+  return "\n".join(out)
+
+
+def help_text(doc: str | None, argv: Sequence[str], has_config: bool) -> str:
+  """The launcher's docstring plus, for config launchers, :func:`config_help`."""
+  parts = [(doc or "").strip()]
+  if has_config:
+    parts.append("  --print_config  print the resolved config (file, preset, overrides) as JSON and exit.")
+    parts.append(config_help(config_arg(argv)))
+  return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def format_config(config) -> str:
+  """The resolved config as indented JSON (the ``config`` block of ``<workdir>/config.json``)."""
+  return json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=False)
+
+
+# ---------------------------------------------------------------- run
+def _print_error(message: str, hint: str | None = None) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  if hint:
+    print(hint, file=sys.stderr)
+  sys.stderr.flush()
+
+
+def run(main: Callable[[list[str]], Any], *, config_flag=None, required: Sequence[str] = (),
+        doc: str | None = None) -> None:
+  """``absl.app.run(main)`` with the conventions of this module's docstring.
+
+  Args:
+    main: the launcher's ``main(argv)``.
+    config_flag: the launcher's ``config_flags.DEFINE_config_file`` holder, if it has one (adds
+      ``--print_config`` and the config part of ``--help``).
+    required: names of flags that must be given (checked after ``--help``/``--print_config``, so
+      those work without them).
+    doc: help text (default: the ``__main__`` module's docstring).
+
+  Exits with 0 after ``--help``/``--print_config``, 2 on a command-line error, 1 on a
+  :class:`hpt_jax.errors.UserError` from ``main``.
+  """
+  doc = doc if doc is not None else sys.modules["__main__"].__doc__
+  print_config = None
+  if config_flag is not None:
+    print_config = flags.DEFINE_bool("print_config", False, "Print the resolved config as JSON and exit.")
+  hint = f"Run {os.path.basename(sys.argv[0])} --help for the flags" + (
+      ", presets and config fields." if config_flag is not None else ".")
+
+  def parse(argv: list[str]) -> list[str]:
+    if any(a in _HELP_FLAGS for a in argv[1:]):
+      try:
+        sys.stdout.write(help_text(doc, argv, config_flag is not None))
+      except UsageError as e:
+        _print_error(str(e), hint)
+        sys.exit(2)
+      sys.exit(0)
+    try:
+      if config_flag is not None and config_arg(argv) is not None:
+        checkconfig_arg(config_arg(argv))
+      rest = flags.FLAGS(argv)
+    except (UsageError, flags.Error, AttributeError, KeyError, OSError, ValueError, TypeError) as e:
+      _print_error(str(e) if isinstance(e, UsageError) else _parse_error_message(e, argv), hint)
+      sys.exit(2)
+    if len(rest) > 1:
+      _print_error(f"unexpected arguments: {' '.join(rest[1:])}", hint)
+      sys.exit(2)
+    if print_config is not None and print_config.value:
+      if config_flag.value is None:
+        _print_error("--print_config needs --config=FILE[:PRESET]", hint)
+        sys.exit(2)
+      print(format_config(config_flag.value))
+      sys.exit(0)
+    missing = [f"--{name}" for name in required if flags.FLAGS[name].value is None]
+    if missing:
+      _print_error(f"missing flag{'s' if len(missing) > 1 else ''} {', '.join(missing)}", hint)
+      sys.exit(2)
+    return rest
+
+  def wrapped(argv: list[str]) -> Any:
+    enable_compilation_cache()
+    try:
+      return main(argv)
+    except UsageError as e:
+      _print_error(f"{e}", hint)
+      sys.exit(2)
+    except errors.UserError as e:
+      _print_error(f"{e}", None)
+      sys.exit(1)
+
+  app.run(wrapped, flags_parser=parse)
