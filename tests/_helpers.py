@@ -1,4 +1,4 @@
-"""Test helpers that call a trainer exactly as ``train_and_evaluate`` does.
+"""Test helpers: call a trainer exactly as ``train_and_evaluate`` does; random weights of any shape.
 
 Same jit options, shardings and argument forms as the training driver, so the XLA programs the
 tests need are the ones the persistent compilation cache (conftest.py) already holds from other
@@ -8,6 +8,8 @@ tests and subprocesses: a tiny DRN init or step is compiled once per suite, not 
 import functools
 
 import jax
+import numpy as np
+
 from hpt_jax import parallel
 from hpt_jax.train import loop
 
@@ -27,3 +29,18 @@ def step_like_training(trainer, state, host_batch, vgg_params):
   rep = parallel.replicated(mesh)
   fn = jax.jit(trainer.train_step, donate_argnums=0, out_shardings=(rep, rep))
   return fn(state, parallel.shard_batch(host_batch, mesh), jax.device_put(vgg_params, rep))
+
+
+def random_like(abstract, seed):
+  """Random arrays of a state's shapes (nothing compiled): N(0, 0.05²) floats, BatchNorm variances
+  in [1, 2), integers 0."""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, x):
+    if not np.issubdtype(x.dtype, np.floating):
+      return np.zeros(x.shape, x.dtype)
+    if jax.tree_util.keystr(path).endswith("['var']"):
+      return (1 + rng.random(x.shape)).astype(x.dtype)
+    return (0.05 * rng.standard_normal(x.shape)).astype(x.dtype)
+
+  return jax.tree_util.tree_map_with_path(draw, abstract)

@@ -26,6 +26,7 @@ from hpt_jax.train import diaf as diaf_train
 from hpt_jax.train import drn as drn_train
 from hpt_jax.train import hpn as hpn_train
 from input_pipeline import diaf_pipeline, patn_format, pipeline
+from tests._helpers import random_like
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_PAIRS = 6        # DRN: two batches of 4, the second padded
@@ -69,28 +70,13 @@ def _save(workdir, config, stage, step, state):
   runs.write_config_json(workdir, config)
 
 
-def _random_like(abstract, seed):
-  """Random arrays of a state's shapes (nothing compiled): N(0, 0.05²) floats, BatchNorm variances
-  in [1, 2), integers 0."""
-  rng = np.random.default_rng(seed)
-
-  def draw(path, x):
-    if not np.issubdtype(x.dtype, np.floating):
-      return np.zeros(x.shape, x.dtype)
-    if jax.tree_util.keystr(path).endswith("['var']"):
-      return (1 + rng.random(x.shape)).astype(x.dtype)
-    return (0.05 * rng.standard_normal(x.shape)).astype(x.dtype)
-
-  return jax.tree_util.tree_map_with_path(draw, abstract)
-
-
 @pytest.fixture(scope="module")
 def drn_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("drn") / "run")
   config = _drn()
   trainer = drn_train.DRNTrainer(config)
   abstract = jax.eval_shape(lambda k: trainer.init_state(k, tuple(config.data.image_size)), jax.random.PRNGKey(0))
-  _save(workdir, config, "drn", 2, _random_like(abstract, 1))
+  _save(workdir, config, "drn", 2, random_like(abstract, 1))
   return workdir
 
 
@@ -100,7 +86,7 @@ def hpn_run(tmp_path_factory):
   config = _hpn()
   for level in (0, 1):
     trainer = hpn_train.HPNTrainer(config, level)
-    _save(workdir, config, trainer.name, 1, _random_like(jax.eval_shape(trainer.init_state, jax.random.PRNGKey(0)),
+    _save(workdir, config, trainer.name, 1, random_like(jax.eval_shape(trainer.init_state, jax.random.PRNGKey(0)),
                                                          level))
   return workdir
 
