@@ -2,8 +2,9 @@
 
 Nothing in ``hpt_jax/`` outside ``hpt_jax/train/`` and no launcher other than ``launch/train.py``
 imports ``hpt_jax.train`` (statically, anywhere in the file); models import neither training,
-evaluation nor inference; and importing inference/evaluation loads no training module and no
-TensorFlow. The registry names training modules by string; ``launch/train.py`` and
+evaluation nor inference; importing inference/evaluation/transfer loads no training module and no
+TensorFlow (nor does the pose estimator on ``ai_edge_litert``), and the keypoint-file readers load
+no JAX. The registry names training modules by string; ``launch/train.py`` and
 ``launch/benchmark.py`` load them through ``Family.train_module()``.
 """
 
@@ -50,6 +51,7 @@ def test_only_training_imports_training_code():
   library = [f for f in _py_files("hpt_jax") if not f.startswith(os.path.join("hpt_jax", "train"))]
   launchers = [f for f in _py_files("launch") if f != os.path.join("launch", "train.py")]
   assert len(library) > 20 and "hpt_jax/inference.py" in library and "launch/evaluate.py" in launchers
+  assert "hpt_jax/transfer.py" in library and "launch/transfer.py" in launchers
   assert _offenders(library + launchers + list(_py_files("input_pipeline")), ["hpt_jax.train"]) == {}
   models = list(_py_files(os.path.join("hpt_jax", "models")))
   assert _offenders(models, ["hpt_jax.train", "hpt_jax.evaluation", "hpt_jax.inference", "hpt_jax.registry"]) == {}
@@ -66,6 +68,29 @@ def test_inference_and_evaluation_load_no_training_module():
           "bad = sorted(m for m in sys.modules if m.startswith('hpt_jax.train') or m == 'tensorflow'); "
           "print(bad); sys.exit(1 if bad else 0)")
   proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+_TRANSFER_IMPORTS = """
+import importlib.util, os, sys
+import hpt_jax.keypoint_files
+assert "jax" not in sys.modules, "keypoint_files imported JAX"
+import hpt_jax.transfer
+from hpt_jax.metrics import pose_estimator as pe
+if importlib.util.find_spec("ai_edge_litert") and all(
+    os.path.isfile(os.path.join(pe.default_model_dir(), m)) for m in (pe.LANDMARK_MODEL, pe.DETECTOR_MODEL)):
+  pe.MediaPipePoseEstimator(person_detector=True)    # TF Lite without TensorFlow
+bad = sorted(m for m in sys.modules if m.startswith("hpt_jax.train") or m == "tensorflow")
+print(bad); sys.exit(1 if bad else 0)
+"""
+
+
+def test_transfer_loads_no_training_module_and_no_tensorflow():
+  """Transfer works where TensorFlow is absent (the GPU machines): its modules, and the pose
+  estimator where ``ai_edge_litert`` is installed, load no TensorFlow and no training code; the
+  keypoint-file readers load no JAX."""
+  proc = subprocess.run([sys.executable, "-c", _TRANSFER_IMPORTS], cwd=REPO, capture_output=True, text=True,
+                        timeout=300)
   assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
 
 

@@ -303,6 +303,18 @@ def test_photo_target_and_estimated_source(tmp_path, drn_model, estimator, annot
 
 
 @needs_models
+def test_video_target(tmp_path, drn_model, estimator, annotations):
+  """A 4-frame MP4 of sample photos: every 2nd frame is used, at half the video's rate."""
+  src_name, *frames = _names(annotations, 5)
+  photos = [np.asarray(Image.open(os.path.join(SAMPLE, "img", n)).convert("RGB")) for n in frames]
+  video = transfer.write_video(str(tmp_path / "clip.mp4"), photos, fps=6)
+  result = transfer.transfer(drn_model, os.path.join(SAMPLE, "img", src_name), video, estimator=estimator,
+                             frame_step=2)
+  assert result.sequence and len(result.images) == 2 and result.fps == 3
+  assert result.names == [f"{video} frame 0", f"{video} frame 2"]
+
+
+@needs_models
 def test_detector_finds_an_off_centre_person_and_the_largest_of_two(estimator, annotations):
   name = _names(annotations, 1)[0]
   person = Image.open(os.path.join(SAMPLE, "img", name)).convert("RGB")
