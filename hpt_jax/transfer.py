@@ -341,7 +341,8 @@ def retarget(target_keypoints: np.ndarray, source_keypoints: np.ndarray,
     what = "torso length (shoulders–hips)" if kind == "torso" else "shoulder width"
     text = f"retargeted by the {what}: scale {scale:.2f}"
     if outside.any():
-      text += f"; {int(outside.sum())} joints moved outside the frame were dropped"
+      n = int(outside.sum())
+      text += f"; {n} joint{'s' if n != 1 else ''} moved outside the frame {'were' if n != 1 else 'was'} dropped"
     return out.reshape(tgt.shape), text
   raise RetargetError("cannot retarget the target pose to the source person: retargeting needs a shoulder or "
                       "the neck and a hip (or both shoulders) in the source and in at least half the target "
