@@ -5,6 +5,7 @@ Usage::
   python launch/benchmark.py --config=configs/deepfashion_drn.py:benchmark
   python launch/benchmark.py --config=configs/deepfashion_drn.py:cpu --steps=5 --warmup=1
   python launch/benchmark.py --config=configs/deepfashion_drn.py:benchmark --flops_only
+  python launch/benchmark.py --config=configs/deepfashion_drn.py:cpu --first_step   # time to first step
   python launch/benchmark.py --config=configs/hpn_1024.py:benchmark --flops_only   # HPN 1024² level
   python launch/benchmark.py --config=configs/deepfashion_diaf.py --config.perceptual.random_init=true \
       --config.batch_size=8 --flops_only                                              # DIAF generator phase
@@ -22,6 +23,8 @@ Flags:
   --output            optional file the JSON line is appended to.
   --level             HPN only: which level's step (default -1 = the last, 1024² in hpn_1024.py).
   --phase             DIAF only: flow | generator (default) | pixel_warp.
+  --first_step        time to first step of the real training driver (see below); run it twice with
+                      the same ``HPT_JAX_COMPILATION_CACHE=DIR`` for the cold and the warm figure.
   --generate_from     a trained workdir (or exported model): time inference (``hpt_jax.inference``
                       generate of one batch of eval pairs, stored frame in and out) instead of a
                       training step; ``--steps``/``--warmup`` count generate calls.
@@ -33,7 +36,10 @@ What is measured (one JSON object on stdout; logs go to stderr):
   discriminator updates), ``HPNTrainer.train_step`` of one level, or one DIAF phase step, ``jax.jit(..., donate_argnums=0)``, state replicated
   (``NamedSharding(mesh, P())``) and the batch split over a 1-D ``'data'`` mesh of every device.
   Batches are synthetic (fixed seed); perceptual weights are random (``random_vgg_params`` warns).
-* ``compile_s``: ``lower`` + ``compile`` of that step. ``step_s``: median wall time of the timed
+* ``init_s`` (timed runs) / ``init_compile_s`` (``--flops_only``): the parameter initialisation as
+  training compiles it (:func:`hpt_jax.train.loop.initialize`: no XLA backend optimisation).
+* ``compile_s``: ``lower`` + ``compile`` of that step (a cache load when the persistent compilation
+  cache holds it: ``HPT_JAX_COMPILATION_CACHE``, on by default). ``step_s``: median wall time of the timed
   steps, each synchronised with ``jax.block_until_ready``; ``pairs_per_s = global_batch / step_s``.
 * ``peak_memory_bytes``: ``device.memory_stats()['peak_bytes_in_use']`` (max over local devices)
   where the backend reports it (``peak_memory_source='memory_stats'``); otherwise (CPU, or
@@ -56,7 +62,12 @@ What is measured (one JSON object on stdout; logs go to stderr):
   batch, ``pipeline_pairs_per_s`` is this process's rate; a failure there
   is recorded in ``pipeline_error`` and does not stop the benchmark.
 
-Nothing here imports TensorFlow (no clu writers); ``tensorflow_imported`` in the output checks it.
+``--first_step``: :func:`run_first_step_benchmark` — ``time_to_first_step_s`` from this process's
+start to the end of the first training step (``first_step_s`` of it is the step's compilation or
+cache load and its run), ``cache`` cold/warm/off.
+
+Nothing here imports TensorFlow (no clu writers) except ``--first_step``, which runs the training
+driver and its writers; ``tensorflow_imported`` in the output checks it.
 """
 
 from __future__ import annotations
@@ -295,6 +306,10 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
   extra = workload["extra"](vgg_params)
   if flops_only:
     if workload["traceable_init"]:
+      from hpt_jax.train import loop
+      t0 = time.perf_counter()
+      loop.compile_init(workload["init"], rng, out_shardings=rep)
+      record["init_compile_s"] = time.perf_counter() - t0
       state = checkpoints.abstract_like(jax.eval_shape(workload["init"], rng), rep)
     else:
       state = checkpoints.abstract_like(workload["init"](rng), rep)
@@ -302,7 +317,10 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
     vgg = checkpoints.abstract_like(extra, rep)
   else:
     if workload["traceable_init"]:
-      state = jax.jit(workload["init"], out_shardings=rep)(rng)
+      from hpt_jax.train import loop
+      t0 = time.perf_counter()
+      state = loop.initialize(workload["init"], rng, out_shardings=rep, what=config.model_name)
+      record["init_s"] = time.perf_counter() - t0
     else:
       state = jax.device_put(workload["init"](rng), rep)
     batch = parallel.shard_batch(host_batch, mesh)

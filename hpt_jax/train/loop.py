@@ -91,15 +91,20 @@ def initialize(init_fn: Callable[[jax.Array], Any], rng: jax.Array, *, out_shard
   """
   t0 = time.perf_counter()
   logging.info("compiling the initialisation of %s ...", what)
-  lowered = jax.jit(init_fn, out_shardings=out_shardings).lower(rng)
-  try:
-    compiled = lowered.compile(compiler_options=INIT_COMPILER_OPTIONS)
-  except Exception as e:  # noqa: BLE001 - an option the backend does not know; use its defaults
-    logging.info("init compiled with the backend's default options (%s)", e)
-    compiled = lowered.compile()
-  state = jax.block_until_ready(compiled(rng))
+  state = jax.block_until_ready(compile_init(init_fn, rng, out_shardings=out_shardings)(rng))
   logging.info("initialised %s in %.1f s", what, time.perf_counter() - t0)
   return state
+
+
+def compile_init(init_fn: Callable[[jax.Array], Any], rng, *, out_shardings):
+  """The compiled ``init_fn`` (XLA executable) with :data:`INIT_COMPILER_OPTIONS`; ``rng`` may be
+  abstract (``jax.ShapeDtypeStruct``). Used by :func:`initialize` and timed by ``launch/benchmark.py``."""
+  lowered = jax.jit(init_fn, out_shardings=out_shardings).lower(rng)
+  try:
+    return lowered.compile(compiler_options=INIT_COMPILER_OPTIONS)
+  except Exception as e:  # noqa: BLE001 - an option the backend does not know; use its defaults
+    logging.info("init compiled with the backend's default options (%s)", e)
+    return lowered.compile()
 
 
 # ------------------------------------------------------------------ helpers
