@@ -96,6 +96,10 @@ class TargetError(errors.UserError, ValueError):
   """The target is no keypoint file, photo, folder or video, or a folder holds none; names it."""
 
 
+class OptionError(errors.UserError, ValueError):
+  """Options that cannot be used together (names them and what to drop)."""
+
+
 # =============================================================================== photos
 def to_rgb(image: Image.Image) -> Image.Image:
   """Any PIL image → 8-bit RGB: transparency (RGBA, LA, PA, palette or ``transparency`` info)
@@ -382,7 +386,7 @@ def check_joints(keypoints: np.ndarray, name: str, min_joints: int = MIN_JOINTS)
   n = int(pose.present_mask(keypoints).sum())
   if n < min_joints:
     raise NoPersonError(f"{name}: only {n} of 18 joints found ({_joint_list(keypoints)}); at least {min_joints} "
-                        "are needed: the person's head, shoulders and hips should be in the photo")
+                        "are needed (the person's head, shoulders and hips)")
 
 
 def estimate_photo_pose(photo: np.ndarray, name: str, estimator, *, segmentation: bool = False,
@@ -667,8 +671,9 @@ def prepare(source, target, *, source_keypoints: str | None = None, estimator: E
     frame_step, max_frames: for folder and video targets.
 
   Raises:
-    PhotoError, KeypointFileError, NoPersonError, TargetError (all :class:`hpt_jax.errors.UserError`),
-    hpt_jax.metrics.pose_estimator.ModelNotFoundError (the models are not fetched).
+    PhotoError, KeypointFileError, NoPersonError, TargetError, OptionError (all
+    :class:`hpt_jax.errors.UserError`), hpt_jax.metrics.pose_estimator.ModelNotFoundError (the models
+    are not fetched).
   """
   estimator = estimator or Estimator()
   name = source if isinstance(source, (str, os.PathLike)) else "source photo"
@@ -690,7 +695,7 @@ def prepare(source, target, *, source_keypoints: str | None = None, estimator: E
     targets = [PoseInput(name=f"target keypoints {i}", keypoints=k) for i, k in enumerate(kp.reshape(-1, 18, 2))]
     fps = None
   if remove_background and src.segmentation is None:
-    raise RetargetError("--remove_background needs the source's segmentation: let the estimator find the "
+    raise OptionError("--remove_background needs the source's segmentation: let the estimator find the "
                         "source keypoints (drop --source_keypoints)")
   return TransferInputs(source=src, targets=targets, sequence=sequence, fps=fps)
 

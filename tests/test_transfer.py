@@ -137,6 +137,14 @@ def test_keypoint_file_errors_name_the_file_and_row(tmp_path):
       keypoint_files.read_keypoint_file(tmp_path / fname)
     assert str(e.value).startswith(str(tmp_path / fname)) and expected in str(e.value), str(e.value)
     assert isinstance(e.value, errors.UserError) and isinstance(e.value, ValueError)
+  # A readable file with too few joints for a person.
+  few = np.full((18, 2), -1.0)
+  few[[0, 14, 15, 17]] = [(20, 80), (15, 75), (15, 85), (18, 95)]
+  path = keypoint_files.write_keypoints_json(tmp_path / "face.json", few, (256, 176))
+  with pytest.raises(transfer.NoPersonError) as e:
+    transfer.read_targets(path, estimator=None)
+  assert str(e.value) == (f"{path}: only 4 of 18 joints found (nose, r_eye, l_eye, l_ear); at least 6 are needed "
+                          "(the person's head, shoulders and hips)")
 
 
 # ------------------------------------------------------------------------- photos
