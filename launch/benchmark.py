@@ -37,7 +37,7 @@ What is measured (one JSON object on stdout; logs go to stderr):
   (``NamedSharding(mesh, P())``) and the batch split over a 1-D ``'data'`` mesh of every device.
   Batches are synthetic (fixed seed); perceptual weights are random (``random_vgg_params`` warns).
 * ``init_s`` (timed runs) / ``init_compile_s`` (``--flops_only``): the parameter initialisation as
-  training compiles it (:func:`hpt_jax.train.loop.initialize`: no XLA backend optimisation).
+  training compiles it (:func:`hpt_jax.parallel.initialize`: no XLA backend optimisation).
 * ``compile_s``: ``lower`` + ``compile`` of that step (a cache load when the persistent compilation
   cache holds it: ``HPT_JAX_COMPILATION_CACHE``, on by default). ``step_s``: median wall time of the timed
   steps, each synchronised with ``jax.block_until_ready``; ``pairs_per_s = global_batch / step_s``.
@@ -306,9 +306,8 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
   extra = workload["extra"](vgg_params)
   if flops_only:
     if workload["traceable_init"]:
-      from hpt_jax.train import loop
       t0 = time.perf_counter()
-      loop.compile_init(workload["init"], rng, out_shardings=rep)
+      parallel.compile_init(workload["init"], rng, out_shardings=rep)
       record["init_compile_s"] = time.perf_counter() - t0
       state = checkpoints.abstract_like(jax.eval_shape(workload["init"], rng), rep)
     else:
@@ -317,9 +316,8 @@ def run_benchmark(config, *, steps: int, warmup: int, flops_only: bool, pipeline
     vgg = checkpoints.abstract_like(extra, rep)
   else:
     if workload["traceable_init"]:
-      from hpt_jax.train import loop
       t0 = time.perf_counter()
-      state = loop.initialize(workload["init"], rng, out_shardings=rep, what=config.model_name)
+      state = parallel.initialize(workload["init"], rng, out_shardings=rep, what=config.model_name)
       record["init_s"] = time.perf_counter() - t0
     else:
       state = jax.device_put(workload["init"](rng), rep)

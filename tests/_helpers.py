@@ -11,15 +11,14 @@ import jax
 import numpy as np
 
 from hpt_jax import parallel
-from hpt_jax.train import loop
 
 
 
 def init_like_training(trainer, image_size, seed: int = 0):
-  """``trainer.init_state`` compiled by :func:`hpt_jax.train.loop.initialize` with replicated outputs
+  """``trainer.init_state`` compiled by :func:`hpt_jax.parallel.initialize` with replicated outputs
   on the default mesh, as in training."""
   rep = parallel.replicated(parallel.make_mesh())
-  return loop.initialize(functools.partial(trainer.init_state, image_shape=tuple(image_size)),
+  return parallel.initialize(functools.partial(trainer.init_state, image_shape=tuple(image_size)),
                          jax.random.PRNGKey(seed), out_shardings=rep, what="test networks")
 
 

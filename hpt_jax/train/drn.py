@@ -271,7 +271,7 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
 
   trainer = DRNTrainer(config)
   rep = parallel.replicated(mesh)
-  state = loop.initialize(functools.partial(trainer.init_state, image_shape=image_size),
+  state = parallel.initialize(functools.partial(trainer.init_state, image_shape=image_size),
                           jax.random.PRNGKey(config.seed), out_shardings=rep, what="the DRN networks")
   vgg_params = jax.device_put(vgg_params, rep)
   logging.info("parameters: %s", {k: f"{runs.count_params(v) / 1e6:.2f}M" for k, v in state.params.items()})

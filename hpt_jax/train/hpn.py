@@ -445,7 +445,7 @@ def _train_level(config, workdir, trainer, ckpt, latest, previous, level, root, 
     state = ckpt.restore(abstract, train_iter)
     logging.info("%s: resumed at step %d", trainer.name, int(state.step))
   elif level == 0:
-    state = loop.initialize(trainer.init_state, key, out_shardings=rep, what=f"{trainer.name}'s networks")
+    state = parallel.initialize(trainer.init_state, key, out_shardings=rep, what=f"{trainer.name}'s networks")
   else:
     if previous is None:
       previous = _restore_level(config, workdir, level - 1, rep)

@@ -69,44 +69,6 @@ def create_progress(total_steps: int, writer):
   return periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer, every_secs=30)
 
 
-# ------------------------------------------------------------ initialisation
-#: XLA options for the one-off parameter initialisation: no backend (LLVM) optimisation. The init
-#: program is a few hundred threefry draws that run once; optimising them cost most of its compile
-#: time (tiny DRN on 2 CPU cores: 23.1 s → 2.7 s). Values agree with an optimised compile to 1 ulp.
-INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
-
-
-def initialize(init_fn: Callable[[jax.Array], Any], rng: jax.Array, *, out_shardings, what: str) -> Any:
-  """``init_fn(rng)`` compiled once with :data:`INIT_COMPILER_OPTIONS`, logged and timed.
-
-  Args:
-    init_fn: traceable ``rng -> state`` (static arguments bound, e.g. with ``functools.partial``).
-    rng: PRNG key.
-    out_shardings: sharding of the state (replicated in training).
-    what: what is initialised, for the log line ("the DRN networks").
-
-  Returns:
-    The state, on device, with ``out_shardings``. A backend that rejects the options compiles with
-    its defaults (logged).
-  """
-  t0 = time.perf_counter()
-  logging.info("compiling the initialisation of %s ...", what)
-  state = jax.block_until_ready(compile_init(init_fn, rng, out_shardings=out_shardings)(rng))
-  logging.info("initialised %s in %.1f s", what, time.perf_counter() - t0)
-  return state
-
-
-def compile_init(init_fn: Callable[[jax.Array], Any], rng, *, out_shardings):
-  """The compiled ``init_fn`` (XLA executable) with :data:`INIT_COMPILER_OPTIONS`; ``rng`` may be
-  abstract (``jax.ShapeDtypeStruct``). Used by :func:`initialize` and timed by ``launch/benchmark.py``."""
-  lowered = jax.jit(init_fn, out_shardings=out_shardings).lower(rng)
-  try:
-    return lowered.compile(compiler_options=INIT_COMPILER_OPTIONS)
-  except Exception as e:  # noqa: BLE001 - an option the backend does not know; use its defaults
-    logging.info("init compiled with the backend's default options (%s)", e)
-    return lowered.compile()
-
-
 # ------------------------------------------------------------------ helpers
 def check_finite(metrics: Mapping[str, Any], step: int) -> None:
   """Raises :class:`NonFiniteLossError` naming every non-finite metric at ``step``."""
