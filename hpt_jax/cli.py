@@ -34,7 +34,8 @@ from absl import app, flags, logging
 
 from hpt_jax import errors
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The packaged configs (``hpt_jax/configs/*.py``), installed with the wheel.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 _HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
 
 #: Environment variable: the persistent compilation cache folder, or ``off`` (also ``0``, ``false``,
@@ -84,7 +85,47 @@ def config_arg(argv: Sequence[str]) -> str | None:
   return None
 
 
-def _splitconfig_arg(value: str) -> tuple[str, str]:
+def packaged_configs() -> dict[str, str]:
+  """``{name: file path}`` of the configs shipped in the package (``hpt_jax/configs/NAME.py``)."""
+  return {os.path.basename(p)[:-3]: p for p in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py")))
+          if not os.path.basename(p).startswith("_")}
+
+
+def resolve_config_arg(value: str) -> str:
+  """A ``--config`` value with a packaged config's name replaced by its file path.
+
+  ``--config`` takes a config file path or the name of a packaged config, each optionally with
+  ``:preset``: ``deepfashion_drn:cpu`` (also ``deepfashion_drn.py:cpu``) is the installed
+  ``hpt_jax/configs/deepfashion_drn.py``, from any directory. A path that exists is kept as it is,
+  so a user's own config file always wins. For the commands written before the configs moved into
+  the package, ``configs/NAME.py`` that does not exist also means the packaged ``NAME``.
+
+  Returns the value unchanged when it names no file and no packaged config (the caller reports it).
+  """
+  path, sep, preset = value.partition(":")
+  if os.path.isfile(path):
+    return value
+  packaged = packaged_configs()
+  name = os.path.basename(path)
+  name = name[:-3] if name.endswith(".py") else name
+  parent = os.path.dirname(os.path.normpath(path))
+  if name in packaged and parent in ("", "configs"):
+    return packaged[name] + sep + preset
+  return value
+
+
+def _resolve_argv(argv: Sequence[str]) -> list[str]:
+  """``argv`` with the ``--config`` value passed through :func:`resolve_config_arg`."""
+  out = list(argv)
+  for i, a in enumerate(out[1:], 1):
+    if a.startswith("--config="):
+      out[i] = "--config=" + resolve_config_arg(a.split("=", 1)[1])
+    elif a == "--config" and i + 1 < len(out):
+      out[i + 1] = resolve_config_arg(out[i + 1])
+  return out
+
+
+def _split_config_arg(value: str) -> tuple[str, str]:
   path, _, preset = value.partition(":")
   return path, preset
 
@@ -101,13 +142,15 @@ def presets(path: str) -> dict[str, str]:
   return dict(getattr(_load_config_module(path), "PRESETS", {"": "(the file's only config)"}))
 
 
-def checkconfig_arg(value: str) -> None:
+def check_config_arg(value: str) -> None:
   """Raises :class:`UsageError` if ``--config=value`` names no file or an unknown preset."""
-  path, preset = _splitconfig_arg(value)
+  path, preset = _split_config_arg(resolve_config_arg(value))
   if not os.path.isfile(path):
-    candidates = sorted(glob.glob(os.path.join(_REPO, "configs", "*.py")))
-    names = ", ".join(os.path.relpath(c) for c in candidates)
-    raise UsageError(f"--config={value}: no such config file {path!r}; the configs are: {names}")
+    names = ", ".join(packaged_configs())
+    close = difflib.get_close_matches(os.path.basename(path).removesuffix(".py"), list(packaged_configs()), n=1)
+    hint = f'; did you mean "{close[0]}"?' if close else ""
+    raise UsageError(f"--config={value}: no such config file {path!r}{hint} (packaged configs, usable by "
+                     f"name: {names})")
   known = presets(path)
   if preset not in known:
     close = difflib.get_close_matches(preset, [p for p in known if p], n=1)
@@ -123,7 +166,7 @@ def _unknown_field_message(argv: Sequence[str], config_value: str | None, key_me
   suggestion = next((l for l in lines[1:] if l.startswith("Did you mean")), "")
   flag = next((a.split("=", 1)[0] for a in argv[1:]
                if a.startswith("--config.") and a.split("=", 1)[0].split(".")[-1] == key), f"--config.{key}")
-  where = _splitconfig_arg(config_value)[0] if config_value else "the config"
+  where = _split_config_arg(config_value)[0] if config_value else "the config"
   msg = f"{flag}: {where} has no field {key!r}"
   if suggestion:
     msg += "; " + suggestion[0].lower() + suggestion[1:]
@@ -155,18 +198,18 @@ def _format_value(v: Any) -> str:
 def config_help(value: str | None) -> str:
   """The help text's config part: presets and top-level fields (defaults of the chosen preset)."""
   if value is None:
-    out = ["Config files (--config=FILE[:PRESET]):"]
-    for path in sorted(glob.glob(os.path.join(_REPO, "configs", "*.py"))):
-      rel = os.path.relpath(path)
-      out.append(f"  {rel}")
+    out = ["Packaged configs (--config=NAME[:PRESET], or any config file: --config=FILE.py[:PRESET]):"]
+    for name, path in packaged_configs().items():
+      out.append(f"  {name}")
       for name, desc in presets(path).items():
         out.append(f"    {name or '(none)':10s} {desc}")
-    out.append("Give --config=FILE[:PRESET] --help for the file's fields and their defaults.")
+    out.append("Give --config=NAME[:PRESET] --help for the config's fields and their defaults.")
     return "\n".join(out)
-  checkconfig_arg(value)
-  path, preset = _splitconfig_arg(value)
+  check_config_arg(value)
+  path, preset = _split_config_arg(resolve_config_arg(value))
   config = _load_config_module(path).get_config(preset or None)
-  out = [f"Presets of {path} (--config={path}:PRESET):"]
+  shown = _split_config_arg(value)[0]
+  out = [f"Presets of {shown} (--config={shown}:PRESET):"]
   for name, desc in presets(path).items():
     out.append(f"  {name or '(none)':10s} {desc}")
   out.append(f"Fields of {value} with their defaults (override with --config.FIELD=VALUE; "
@@ -233,8 +276,8 @@ def run(main: Callable[[list[str]], Any], *, config_flag=None, required: Sequenc
       sys.exit(0)
     try:
       if config_flag is not None and config_arg(argv) is not None:
-        checkconfig_arg(config_arg(argv))
-      rest = flags.FLAGS(argv)
+        check_config_arg(config_arg(argv))
+      rest = flags.FLAGS(_resolve_argv(argv))
     except (UsageError, flags.Error, AttributeError, KeyError, OSError, ValueError, TypeError) as e:
       _print_error(str(e) if isinstance(e, UsageError) else _parse_error_message(e, argv), hint)
       sys.exit(2)

@@ -7,7 +7,7 @@ on stderr and exits with status 1, without a traceback. Anything else is a bug a
 traceback.
 
 The concrete classes live next to the code that raises them (e.g.
-:class:`input_pipeline.patn_format.DataError`, :class:`hpt_jax.checkpoints.CheckpointNotFoundError`,
+:class:`hpt_jax.input_pipeline.patn_format.DataError`, :class:`hpt_jax.checkpoints.CheckpointNotFoundError`,
 :class:`hpt_jax.weights.WeightsNotFoundError`); each also derives from the built-in exception a
 caller would expect (``ValueError``, ``FileNotFoundError``, …), so ``except ValueError`` still works.
 """

@@ -28,7 +28,7 @@ Protocol (``docs/evaluation.md`` has the details and sources):
   models working at another size (the ``:cpu`` presets' 64×44, HPN's lower levels, DIAF's padded
   256×256 or 128×128 frame) are mapped back by the model's inverse framing
   (:mod:`hpt_jax.inference`: bilinear ``jax.image.resize``, padding cropped); source and target
-  images are read in the stored frame (:meth:`input_pipeline.patn_format.PairExample.open`) and never resized.
+  images are read in the stored frame (:meth:`hpt_jax.input_pipeline.patn_format.PairExample.open`) and never resized.
 * Rows: the final output (``model (…)``), the family's image intermediates (DRN ``coarse (G_P
   only)``; HPN each earlier level, upsampled; DIAF ``before pixel warping`` and the ``flow-warped
   source``), ``source copied`` (the source image as the prediction: a floor every model must beat;
@@ -183,7 +183,7 @@ def training_eval_batches(config, batch_size: int | None = None,
     batch_size: pairs per batch (default ``config.batch_size``).
     max_pairs: only the first ``max_pairs`` pairs of the pairs file (default all).
   """
-  from input_pipeline import pipeline
+  from hpt_jax.input_pipeline import pipeline
   examples = pipeline.load_examples(config.eval_data)
   if max_pairs:
     examples = examples[:max_pairs]
@@ -199,7 +199,7 @@ def flow_epe(model: "inference.DIAFModel", examples: Sequence[Any], config) -> d
   """EPE of DIAF's flow module on ``examples`` against the zero flow (DIAF §4.2 reports EPE).
 
   Targets come from ``config.flow_targets`` (the limb-affine pseudo-ground-truth or the authors'
-  ``.corr`` files), framed as in training (:mod:`input_pipeline.diaf_pipeline`). Per pair: mean
+  ``.corr`` files), framed as in training (:mod:`hpt_jax.input_pipeline.diaf_pipeline`). Per pair: mean
   ‖F_pred − F_target‖₂ over its human pixels (target V < 2), in pixels of ``eval_data.image_size``
   (F_pred is the regressed flow before masking by the predicted visibility); the zero-flow baseline
   is the same with F_pred = 0. Both are averaged over pairs. Also the visibility accuracy over all
@@ -207,7 +207,7 @@ def flow_epe(model: "inference.DIAFModel", examples: Sequence[Any], config) -> d
 
   Args:
     model: a :class:`hpt_jax.inference.DIAFModel` (only its flow module is used).
-    examples: pairs from :func:`input_pipeline.pipeline.load_examples`.
+    examples: pairs from :func:`hpt_jax.input_pipeline.pipeline.load_examples`.
     config: the DIAF config (``flow_targets``, ``eval_data``).
 
   Returns:
@@ -215,7 +215,7 @@ def flow_epe(model: "inference.DIAFModel", examples: Sequence[Any], config) -> d
     'resolution': [H, W], 'targets': str}``.
   """
   from hpt_jax import flow as flow_lib
-  from input_pipeline import diaf_pipeline
+  from hpt_jax.input_pipeline import diaf_pipeline
   bs = model.batch_size
   ds = diaf_pipeline.create_diaf_dataset(examples, config, config.eval_data, batch_size=bs, seed=config.seed,
                                          train=False, drop_remainder=False)
@@ -369,7 +369,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
     hpt_jax.inference.CheckpointNotFoundError, hpt_jax.inference.ConfigMismatchError: see
       :func:`hpt_jax.inference.load`.
     hpt_jax.registry.UnknownFamilyError: unknown ``config.model_name``.
-    input_pipeline.patn_format.DataError: bad eval data (names the file and line), e.g. an image
+    hpt_jax.input_pipeline.patn_format.DataError: bad eval data (names the file and line), e.g. an image
       whose size is not ``eval_data.stored_size``.
     FileNotFoundError, ValueError: an explicitly given Inception / classifier weights file is
       missing or unusable.
@@ -379,7 +379,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
   from hpt_jax.metrics import lpips as lpips_lib
   from hpt_jax.metrics import pckh as pckh_lib
   from hpt_jax.metrics import ssim as ssim_lib
-  from input_pipeline import pipeline
+  from hpt_jax.input_pipeline import pipeline
 
   t_start = time.perf_counter()
   if model is None:

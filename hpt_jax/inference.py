@@ -17,7 +17,7 @@ stored-frame pixels pointing target → source (zero on background), ``visibilit
 ``[B, H, W]`` (0 visible, 1 invisible, 2 background).
 
 **Framing** happens inside, on the host with the training pipeline's own functions
-(:func:`input_pipeline.pipeline.frame_image`: DRN and HPN resize to the network size, DIAF pads
+(:func:`hpt_jax.input_pipeline.pipeline.frame_image`: DRN and HPN resize to the network size, DIAF pads
 176-wide images with white to 256 then resizes), so a model sees exactly what it saw in training;
 outputs go back with the inverse (bilinear resize, ``jax.image.resize`` with half-pixel centres,
 then the padding cropped; flow vectors scaled to stored pixels; visibility nearest-neighbour).
@@ -56,7 +56,7 @@ from absl import logging
 from PIL import Image
 
 from hpt_jax import checkpoints, errors, image_io, parallel, pose, registry, runs
-from input_pipeline import pipeline
+from hpt_jax.input_pipeline import pipeline
 
 EXPORT_FORMAT = "hpt_jax-inference"
 EXPORT_VERSION = 1
@@ -689,7 +689,7 @@ def load_exported(path: str, *, mesh=None, batch_size: int | None = None) -> Pos
 
 def stored_frame_pairs(examples: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Source images (uint8, stored frame) and keypoints of PATN pair examples
-  (:class:`input_pipeline.patn_format.PairExample`), for :meth:`PoseTransferModel.generate`."""
+  (:class:`hpt_jax.input_pipeline.patn_format.PairExample`), for :meth:`PoseTransferModel.generate`."""
   images = np.stack([np.asarray(e.open("source")) for e in examples])
   return (images, np.stack([e.source_keypoints for e in examples]).astype(np.float32),
           np.stack([e.target_keypoints for e in examples]).astype(np.float32))

@@ -17,7 +17,7 @@ Formats (:func:`read_keypoint_file` picks one by extension and content):
   missing. With several people the largest (bounding box of its present joints) is taken, or
   ``people[person]``. OpenPose records no image size.
 * **PATN CSV row** (``*.csv``): ``NAME: [18 y]: [18 x]`` as in PATN's annotation files
-  (:mod:`input_pipeline.patn_format`; Zhu et al., "Progressive Pose Attention Transfer for Person
+  (:mod:`hpt_jax.input_pipeline.patn_format`; Zhu et al., "Progressive Pose Attention Transfer for Person
   Image Generation", CVPR 2019, arXiv:1904.03349), optionally under the header
   ``name:keypoints_y:keypoints_x``; exactly one data row; ``-1`` = missing. Coordinates are those
   of the stored 256×176 DeepFashion images; no image size is recorded.
@@ -45,7 +45,7 @@ import os
 import numpy as np
 
 from hpt_jax import pose
-from input_pipeline import patn_format
+from hpt_jax.input_pipeline import patn_format
 
 #: ``format`` field of hpt-jax keypoint JSON files.
 FORMAT = "hpt_jax-keypoints"

@@ -6,9 +6,9 @@ A *family* (DRN, HPN, DIAF; later PATN) is four things in obvious places:
 * its pure train step and training driver — ``hpt_jax/train/<family>.py``
   (``train_and_evaluate(config, workdir)``, ``benchmark_workload(config, …)``);
 * its inference (restore + generate in the stored frame) — a class in :mod:`hpt_jax.inference`;
-* its config — ``configs/<file>.py`` (``config.model_name`` names the family).
+* its config — ``hpt_jax/configs/<file>.py`` (``config.model_name`` names the family).
 
-``launch/train.py``, ``launch/evaluate.py`` and ``launch/benchmark.py`` look the family up here
+``hpt_jax/commands/{train,evaluate,benchmark}.py`` look the family up here
 from ``config.model_name``. Modules are referenced by name and imported on first use, so looking a
 family up imports nothing, and only training and the training benchmark load ``hpt_jax.train``
 (through :meth:`Family.train_module`).
@@ -64,11 +64,11 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "drn": Family("drn", "DRN / RATE-Net", "hpt_jax.models.drn", "hpt_jax.train.drn", "DRNModel",
-                  "configs/deepfashion_drn.py", "drn/<step>/"),
+                  "hpt_jax/configs/deepfashion_drn.py", "drn/<step>/"),
     "hpn": Family("hpn", "HPN", "hpt_jax.models.hpn", "hpt_jax.train.hpn", "HPNModel",
-                  "configs/deepfashion_hpn.py", "level_<H>x<W>/<step>/ (one per resolution level)"),
+                  "hpt_jax/configs/deepfashion_hpn.py", "level_<H>x<W>/<step>/ (one per resolution level)"),
     "diaf": Family("diaf", "DIAF", "hpt_jax.models.diaf", "hpt_jax.train.diaf", "DIAFModel",
-                   "configs/deepfashion_diaf.py", "{flow,generator,pixel_warp}/<step>/ (one per phase)"),
+                   "hpt_jax/configs/deepfashion_diaf.py", "{flow,generator,pixel_warp}/<step>/ (one per phase)"),
 }
 
 

@@ -59,7 +59,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from hpt_jax import errors, image_io, keypoint_files, pose
-from input_pipeline import patn_format
+from hpt_jax.input_pipeline import patn_format
 
 #: A person needs at least this many joints (of 18) to be transferred.
 MIN_JOINTS = 6

@@ -1,44 +1,14 @@
-r"""Trains a pose-transfer model: ``python launch/train.py --config=configs/deepfashion_drn.py --workdir=DIR``.
+"""``python launch/train.py`` = ``hpt-train``: runs :mod:`hpt_jax.commands.train` from a checkout.
 
-Flags:
-  --config        an ml_collections config file, optionally ``file.py:preset``; any field can be
-                  overridden, e.g. ``--config.batch_size=16 --config.model.ngf=32``.
-  --workdir       run folder: checkpoints, TensorBoard events, samples and config.json. A rerun
-                  with the same workdir resumes from its latest checkpoint.
-
-At the end it prints a summary (per stage: steps, time, final losses, checkpoint; where the samples,
-TensorBoard events and config.json are), also kept in ``DIR/summary.json``. Run with ``--help``
-for the presets and config fields, ``--print_config`` for the resolved config.
-
-Compilations are cached in ``~/.cache/hpt_jax/xla`` (``HPT_JAX_COMPILATION_CACHE=DIR`` moves it,
-``=off`` disables it), so a rerun or a resume of the same config starts in seconds.
+See that module (or ``--help``) for the flags.
 """
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-from hpt_jax import cli, parallel, registry, runs  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, events, samples).")
-
-
-def main(argv):
-  del argv  # cli.run rejects extra arguments
-  t0 = time.perf_counter()
-  runs.quiet_library_logs()
-  parallel.maybe_initialize_distributed()
-  config = _CONFIG.value
-  family = registry.get(config.model_name)
-  logging.info("training %s in %s", config.model_name, _WORKDIR.value)
-  family.train_module().train_and_evaluate(config, _WORKDIR.value)
-  print(runs.run_summary(_WORKDIR.value, time.perf_counter() - t0), flush=True)
-
+from hpt_jax.commands import train  # noqa: E402
 
 if __name__ == "__main__":
-  cli.run(main, config_flag=_CONFIG, required=("config", "workdir"))
+  train.run()

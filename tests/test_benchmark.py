@@ -61,8 +61,7 @@ def test_flops_count_includes_every_discriminator_update():
   """The FLOP count unrolls the trainer's lax.scan (XLA counts a while body once)."""
   import jax
   import jax.numpy as jnp
-  sys.path.insert(0, os.path.join(_REPO, "launch"))
-  import benchmark
+  from hpt_jax.commands import benchmark
 
   def f(x, w):
     return jax.lax.scan(lambda c, _: (c @ w, None), x, None, length=3)[0]
@@ -73,8 +72,7 @@ def test_flops_count_includes_every_discriminator_update():
 
 def test_peak_table():
   import types
-  sys.path.insert(0, os.path.join(_REPO, "launch"))
-  import benchmark
+  from hpt_jax.commands import benchmark
 
   def dev(kind, platform="gpu"):
     return types.SimpleNamespace(device_kind=kind, platform=platform)
@@ -91,9 +89,8 @@ def test_peak_table():
 def test_hpn_workload_is_the_last_level_step():
   """--config=configs/hpn_1024.py benchmarks the 1024² level: 44 boxes, local discriminator."""
   import jax
-  sys.path.insert(0, os.path.join(_REPO, "launch"))
-  import benchmark
-  from configs import hpn_1024
+  from hpt_jax.commands import benchmark
+  from hpt_jax.configs import hpn_1024
   config = hpn_1024.get_config("tiny")
   w = benchmark.build_workload(config)
   assert w["image_size"] == (1024, 1024)

@@ -33,7 +33,8 @@ def _short_error(result, code):
 @pytest.mark.parametrize("args, words", [
     ([f"--config={DRN}:tiny", "--config.bath_size=4"], ["--config.bath_size", "no field 'bath_size'", '"batch_size"']),
     ([f"--config={DRN}:tiny", "--config.model.ngff=4"], ["--config.model.ngff", "no field 'ngff'", '"ngf"']),
-    (["--config=configs/no_such_file.py"], ["no such config file", "configs/deepfashion_drn.py"]),
+    (["--config=configs/no_such_file.py"], ["no such config file", "deepfashion_drn"]),
+    (["--config=deepfashion_dnr:tiny"], ["no such config file", 'did you mean "deepfashion_drn"']),
     ([f"--config={DRN}:tinny"], ["no preset 'tinny'", 'did you mean "tiny"']),
     ([f"--config={DRN}:tiny", "--config.batch_size=abc"], ["--config.batch_size=abc", "int"]),
     ([f"--config={DRN}:tiny", "--no_such_flag=1"], ["no_such_flag"]),
@@ -71,7 +72,7 @@ def test_help_lists_presets_and_fields_and_exits_0():
   assert "  total_steps            500\n" in out and "  batch_size             4\n" in out   # the preset's defaults
   assert "optimizer.*" in out and "hold_fraction" in out and "--print_config" in out
   bare = _run("train.py", "--help")
-  assert bare.returncode == 0 and "configs/deepfashion_hpn.py" in bare.stdout and "configs/hpn_1024.py" in bare.stdout
+  assert bare.returncode == 0 and "\n  deepfashion_hpn\n" in bare.stdout and "\n  hpn_1024\n" in bare.stdout
 
 
 def test_print_config_prints_the_resolved_config_and_exits_0():
@@ -82,10 +83,29 @@ def test_print_config_prints_the_resolved_config_and_exits_0():
   assert config["optimizer"]["hold_fraction"] == 0.5
 
 
+def test_packaged_configs_by_name_from_any_directory(tmp_path):
+  """--config=NAME[:preset] is the installed hpt_jax/configs/NAME.py; a user's own file wins."""
+  launcher = os.path.join(REPO, "launch", "train.py")
+  def run(*args):
+    return subprocess.run([sys.executable, launcher, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+  by_name = run("--config=deepfashion_hpn:tiny", "--print_config")
+  assert by_name.returncode == 0, by_name.stderr[-2000:]
+  config = json.loads(by_name.stdout)
+  assert config["model_name"] == "hpn" and config["data"]["images"].endswith(os.path.join("hpt_jax", "data", "deepfashion_sample", "img"))
+  assert os.path.isdir(config["data"]["images"])
+  old_path = run("--config=configs/deepfashion_hpn.py:tiny", "--print_config")   # commands written before the move
+  assert old_path.returncode == 0 and json.loads(old_path.stdout) == config
+  (tmp_path / "deepfashion_hpn.py").write_text(
+      "import ml_collections\nPRESETS = {'': 'mine'}\n"
+      "def get_config(preset=None):\n  return ml_collections.ConfigDict({'model_name': 'mine'})\n")
+  own = run("--config=deepfashion_hpn.py", "--print_config")
+  assert own.returncode == 0 and json.loads(own.stdout) == {"model_name": "mine"}
+
+
 def test_user_errors_derive_from_the_base_the_cli_catches():
   from hpt_jax import checkpoints, evaluation, inference, registry, weights
   from hpt_jax.train import loop
-  from input_pipeline import patn_format
+  from hpt_jax.input_pipeline import patn_format
   for cls in (patn_format.DataError, weights.WeightsError, weights.WeightsNotFoundError, loop.NonFiniteLossError,
               checkpoints.CheckpointNotFoundError, checkpoints.CheckpointMismatchError, inference.InputError,
               inference.ConfigError, registry.UnknownFamilyError, evaluation.CompareError, cli.UsageError):

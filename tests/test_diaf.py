@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import deepfashion_diaf
+from hpt_jax.configs import deepfashion_diaf
 from hpt_jax import flow as flow_lib
 from hpt_jax.models import diaf as diaf_models
 from hpt_jax.train import diaf as diaf_train
-from input_pipeline import diaf_pipeline, patn_format
+from hpt_jax.input_pipeline import diaf_pipeline, patn_format
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -345,7 +345,7 @@ _CHILD = textwrap.dedent(r"""
 import json, sys
 import jax
 import numpy as np
-from configs import deepfashion_diaf
+from hpt_jax.configs import deepfashion_diaf
 from hpt_jax import parallel, weights
 from hpt_jax.train import diaf
 

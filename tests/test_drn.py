@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import deepfashion_drn
+from hpt_jax.configs import deepfashion_drn
 from hpt_jax import errors, layers, losses, weights
 from hpt_jax.models import drn
 from hpt_jax.train import drn as drn_train

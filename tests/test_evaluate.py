@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import deepfashion_diaf, deepfashion_drn, deepfashion_hpn
+from hpt_jax.configs import deepfashion_diaf, deepfashion_drn, deepfashion_hpn
 from hpt_jax import checkpoints, evaluation, image_io, inference, parallel, pose, runs
 from hpt_jax.metrics import lpips as lpips_lib
 from hpt_jax.metrics import pose_estimator
@@ -25,7 +25,7 @@ from hpt_jax.metrics import ssim as ssim_lib
 from hpt_jax.train import diaf as diaf_train
 from hpt_jax.train import drn as drn_train
 from hpt_jax.train import hpn as hpn_train
-from input_pipeline import diaf_pipeline, patn_format, pipeline
+from hpt_jax.input_pipeline import diaf_pipeline, patn_format, pipeline
 from tests._helpers import random_like
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -445,8 +445,7 @@ def test_cheap_metrics(drn_run):
 
 
 def test_generate_benchmark(diaf_run):
-  sys.path.insert(0, os.path.join(REPO, "launch"))
-  import benchmark
+  from hpt_jax.commands import benchmark
   r = benchmark.run_generate_benchmark(_diaf(), diaf_run, steps=2, warmup=0)
   assert r["mode"] == "generate" and r["model"] == "diaf" and r["batch"] == 4
   assert r["stored_size"] == [256, 176] and r["model_size"] == [64, 64]

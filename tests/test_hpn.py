@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import deepfashion_hpn, hpn_1024
+from hpt_jax.configs import deepfashion_hpn, hpn_1024
 from hpt_jax import pose, weights
 from hpt_jax.models import hpn as hpn_model
 from hpt_jax.train import hpn
@@ -257,7 +257,7 @@ def test_bad_local_descriptor_config_names_the_field():
 _CHILD = textwrap.dedent(r"""
 import json, sys
 import jax, numpy as np
-from configs import deepfashion_hpn
+from hpt_jax.configs import deepfashion_hpn
 from hpt_jax import parallel, pose, weights
 from hpt_jax.train import hpn
 N = int(sys.argv[1])

@@ -1,11 +1,12 @@
 """The import graph: dependencies point down.
 
-Nothing in ``hpt_jax/`` outside ``hpt_jax/train/`` and no launcher other than ``launch/train.py``
-imports ``hpt_jax.train`` (statically, anywhere in the file); models import neither training,
+Nothing in ``hpt_jax/`` outside ``hpt_jax/train/`` (the command modules ``hpt_jax/commands/`` and
+the input pipeline included) and no launcher imports ``hpt_jax.train`` (statically, anywhere in the file); models import neither training,
 evaluation nor inference; importing inference/evaluation/transfer loads no training module and no
 TensorFlow (nor does the pose estimator on ``ai_edge_litert``), and the keypoint-file readers load
-no JAX. The registry names training modules by string; ``launch/train.py`` and
-``launch/benchmark.py`` load them through ``Family.train_module()``.
+no JAX. The registry names training modules by string; ``hpt_jax/commands/train.py`` and
+``hpt_jax/commands/benchmark.py`` load them through ``Family.train_module()``. ``launch/*.py`` only
+run the command modules.
 """
 
 import ast
@@ -49,17 +50,24 @@ def _offenders(files, prefixes):
 
 def test_only_training_imports_training_code():
   library = [f for f in _py_files("hpt_jax") if not f.startswith(os.path.join("hpt_jax", "train"))]
-  launchers = [f for f in _py_files("launch") if f != os.path.join("launch", "train.py")]
+  launchers = list(_py_files("launch"))
   assert len(library) > 20 and "hpt_jax/inference.py" in library and "launch/evaluate.py" in launchers
   assert "hpt_jax/transfer.py" in library and "launch/transfer.py" in launchers
-  assert _offenders(library + launchers + list(_py_files("input_pipeline")), ["hpt_jax.train"]) == {}
+  assert "hpt_jax/commands/train.py" in library and "hpt_jax/input_pipeline/pipeline.py" in library
+  assert _offenders(library + launchers, ["hpt_jax.train"]) == {}
+  # Each launcher runs its command module and nothing else of the project.
+  for f in launchers:
+    if not f.endswith("__init__.py"):
+      name = os.path.basename(f)[:-3]
+      assert {m for m in _imports(os.path.join(REPO, f)) if m.startswith("hpt_jax")} == {
+          "hpt_jax.commands", f"hpt_jax.commands.{name}"}, f
   models = list(_py_files(os.path.join("hpt_jax", "models")))
   assert _offenders(models, ["hpt_jax.train", "hpt_jax.evaluation", "hpt_jax.inference", "hpt_jax.registry"]) == {}
-  # launch/train.py reaches the trainers through the registry only; every launcher uses hpt_jax.cli.
-  train_launcher = _imports(os.path.join(REPO, "launch", "train.py"))
+  # The train command reaches the trainers through the registry only; every command uses hpt_jax.cli.
+  train_launcher = _imports(os.path.join(REPO, "hpt_jax", "commands", "train.py"))
   assert "hpt_jax.cli" in train_launcher and not any(m.startswith("hpt_jax.train") for m in train_launcher)
   # The error base classes depend on nothing, so every layer (input_pipeline included) can use them.
-  assert not any(m.startswith(("hpt_jax", "input_pipeline")) for m in _imports(os.path.join(REPO, "hpt_jax", "errors.py")))
+  assert not any(m.startswith("hpt_jax") for m in _imports(os.path.join(REPO, "hpt_jax", "errors.py")))
 
 
 def test_inference_and_evaluation_load_no_training_module():

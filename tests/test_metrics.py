@@ -4,6 +4,7 @@ import glob
 import logging
 import os
 
+from hpt_jax.data import DEEPFASHION_SAMPLE
 import numpy as np
 import pytest
 from scipy import linalg, ndimage, signal
@@ -21,7 +22,7 @@ from hpt_jax.metrics.ssim import (  # noqa: E402
 sk_ssim = skimage_metrics.structural_similarity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMG_GLOB = os.path.join(ROOT, "data", "deepfashion_sample", "img", "*.jpg")
+IMG_GLOB = os.path.join(DEEPFASHION_SAMPLE, "img", "*.jpg")
 PATN_KW = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
 
 

@@ -39,7 +39,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from configs import deepfashion_drn
+from hpt_jax.configs import deepfashion_drn
 from hpt_jax import parallel
 from hpt_jax import weights
 from hpt_jax.train import drn

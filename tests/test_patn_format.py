@@ -1,18 +1,18 @@
-"""Tests for input_pipeline.patn_format on the vendored DeepFashion sample and on bad input."""
+"""Tests for hpt_jax.input_pipeline.patn_format on the vendored DeepFashion sample and on bad input."""
 
 import json
 import os
 import shutil
 
+from hpt_jax.data import DEEPFASHION_SAMPLE
 import numpy as np
 import pytest
 from PIL import Image
 
 from hpt_jax import pose
-from input_pipeline import patn_format
+from hpt_jax.input_pipeline import patn_format
 
-SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "data", "deepfashion_sample")
+SAMPLE = DEEPFASHION_SAMPLE
 IMAGES = os.path.join(SAMPLE, "img")
 ANNOTATIONS = os.path.join(SAMPLE, "annotation.csv")
 SIZE = (256, 176)
@@ -280,7 +280,7 @@ def test_uncropped_images_are_centre_cropped_not_squashed(tmp_path):
   assert a.shape == (256, 176, 3)
   np.testing.assert_array_equal(a[0, :, 0], np.arange(40, 216))        # columns 40..215, not a resize
   # The pipeline reads the same crop.
-  from input_pipeline import pipeline
+  from hpt_jax.input_pipeline import pipeline
   ds = pipeline.create_pair_dataset(examples, image_size=SIZE, sigma=3.0, batch_size=2, seed=0, train=False,
                                     flip=False)
   batch = next(iter(ds))

@@ -1,16 +1,16 @@
-"""Tests for input_pipeline.pipeline on the vendored DeepFashion sample."""
+"""Tests for hpt_jax.input_pipeline.pipeline on the vendored DeepFashion sample."""
 
 import os
 
 import grain
+from hpt_jax.data import DEEPFASHION_SAMPLE
 import numpy as np
 import pytest
 
 from hpt_jax import pose
-from input_pipeline import patn_format, pipeline
+from hpt_jax.input_pipeline import patn_format, pipeline
 
-SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "data", "deepfashion_sample")
+SAMPLE = DEEPFASHION_SAMPLE
 SIZE = (256, 176)
 
 
@@ -215,7 +215,7 @@ def test_local_descriptor_boxes_streamed_with_the_batch(train_examples):
 
 
 def test_stored_size_is_checked_and_framing_maps_keypoints():
-  from configs import deepfashion_drn
+  from hpt_jax.configs import deepfashion_drn
   data = deepfashion_drn.get_config("tiny").eval_data
   assert pipeline.stored_size(data) == (256, 176)
   data.stored_size = (128, 88)

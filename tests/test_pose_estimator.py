@@ -10,13 +10,14 @@ import os
 import subprocess
 import sys
 
+from hpt_jax.data import DEEPFASHION_SAMPLE
 import numpy as np
 import pytest
 
 from hpt_jax.metrics import pose_estimator as pe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(ROOT, "data", "deepfashion_sample")
+SAMPLE = DEEPFASHION_SAMPLE
 NUM_IMAGES = 12
 MODEL = os.path.join(pe.default_model_dir(), pe.LANDMARK_MODEL)
 

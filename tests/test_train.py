@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import deepfashion_drn
+from hpt_jax.configs import deepfashion_drn
 from hpt_jax import checkpoints, parallel
 from hpt_jax.train import drn as drn_train
 from hpt_jax.train import loop

@@ -12,18 +12,19 @@ import subprocess
 import sys
 
 import imageio.v2 as imageio
+from hpt_jax.data import DEEPFASHION_SAMPLE
 import numpy as np
 import pytest
 from PIL import Image
 
-from configs import deepfashion_diaf, deepfashion_drn, deepfashion_hpn
+from hpt_jax.configs import deepfashion_diaf, deepfashion_drn, deepfashion_hpn
 from hpt_jax import errors, inference, keypoint_files, pose, transfer
 from hpt_jax.metrics import pose_estimator
-from input_pipeline import patn_format
+from hpt_jax.input_pipeline import patn_format
 from tests._helpers import random_like
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(REPO, "data", "deepfashion_sample")
+SAMPLE = DEEPFASHION_SAMPLE
 MODELS_PRESENT = all(os.path.isfile(os.path.join(pose_estimator.default_model_dir(), m))
                      for m in (pose_estimator.LANDMARK_MODEL, pose_estimator.DETECTOR_MODEL))
 needs_models = pytest.mark.skipif(not MODELS_PRESENT, reason=f"MediaPipe models absent: run "

@@ -665,7 +665,7 @@ def load_annotated_images(data_dir: str, limit: Optional[int] = None):
   """Reads a PATN-format sample: ``data_dir/annotation.csv`` + ``data_dir/img/NAME``.
 
   Args:
-    data_dir: e.g. ``data/deepfashion_sample``; CSV header ``name:keypoints_y:keypoints_x``,
+    data_dir: e.g. ``hpt_jax/data/deepfashion_sample``; CSV header ``name:keypoints_y:keypoints_x``,
       rows ``NAME: [18 ints y]: [18 ints x]`` (-1 = missing).
     limit: keep only the first ``limit`` rows (file order).
 
@@ -696,10 +696,10 @@ def _main(argv=None) -> None:
 
   from hpt_jax.pose import JOINT_NAMES  # noqa: PLC0415
 
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from hpt_jax.data import DEEPFASHION_SAMPLE  # noqa: PLC0415
   p = argparse.ArgumentParser(description="Agreement of the MediaPipe pose estimator with the "
                               "ground truth of a PATN-format sample.")
-  p.add_argument("--data_dir", default=os.path.join(root, "data", "deepfashion_sample"))
+  p.add_argument("--data_dir", default=DEEPFASHION_SAMPLE)
   p.add_argument("--models_dir", default=None)
   p.add_argument("--limit", type=int, default=None)
   p.add_argument("--visibility_threshold", type=float, default=0.1)

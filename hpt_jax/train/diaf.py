@@ -413,7 +413,7 @@ class DIAFTrainer:
 def _eval_batches(examples, config, mesh):
   """Yields ``(sharded model inputs, host batch, n_valid)`` over ``examples`` in order, every batch
   padded to ``config.batch_size`` (one compiled shape for evaluation and samples)."""
-  from input_pipeline import diaf_pipeline
+  from hpt_jax.input_pipeline import diaf_pipeline
   bs = config.batch_size
   ds = diaf_pipeline.create_diaf_dataset(examples, config, config.eval_data, batch_size=bs, seed=config.seed,
                                          train=False, drop_remainder=False)
@@ -476,11 +476,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   Raises:
     ValueError: an invalid config field (named).
-    input_pipeline.patn_format.DataError: bad data (names the file and row).
+    hpt_jax.input_pipeline.patn_format.DataError: bad data (names the file and row).
     hpt_jax.weights.WeightsNotFoundError: perceptual weights missing.
     hpt_jax.train.loop.NonFiniteLossError: a loss became NaN/Inf (names it and the step).
   """
-  from input_pipeline import diaf_pipeline
+  from hpt_jax.input_pipeline import diaf_pipeline
   from hpt_jax.train import loop
 
   diaf_pipeline.validate_config(config)
@@ -577,7 +577,7 @@ def _run_phase(trainer, phase, state, train_iter, frozen, vgg_params, config, me
                generate_fn, sample_batch, step_offset):
   """One phase on the shared :func:`hpt_jax.train.loop.run_steps`; returns ``(state, last step's
   scalars)`` (metric names without a ``/`` get the ``<phase>/`` prefix)."""
-  from input_pipeline import diaf_pipeline
+  from hpt_jax.input_pipeline import diaf_pipeline
   from hpt_jax.train import loop
 
   total = config.phases[phase].total_steps

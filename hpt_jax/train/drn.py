@@ -252,11 +252,11 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
   events at the top, ``samples/step_<N>.png``, ``config.json``.
 
   Raises:
-    input_pipeline.patn_format.DataError: bad data (names the file and row).
+    hpt_jax.input_pipeline.patn_format.DataError: bad data (names the file and row).
     hpt_jax.weights.WeightsNotFoundError: perceptual weights missing.
     hpt_jax.train.loop.NonFiniteLossError: a loss became NaN/Inf (names it and the step).
   """
-  from input_pipeline import pipeline
+  from hpt_jax.input_pipeline import pipeline
   from hpt_jax.train import loop
 
   os.makedirs(workdir, exist_ok=True)

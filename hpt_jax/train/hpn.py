@@ -222,7 +222,7 @@ class HPNTrainer:
       batch: ``source_image``/``target_image`` float ``[B, H, W, 3]`` in [-1, 1],
         ``target_keypoints`` ``[B, 18, 2]`` (y, x) pixels, and — for levels with local
         descriptors — ``target_boxes`` int32 ``[B, N, 4]`` and ``target_box_valid`` bool
-        ``[B, N]`` (``input_pipeline.pipeline.create_pair_dataset(local_descriptors=N)``).
+        ``[B, N]`` (``hpt_jax.input_pipeline.pipeline.create_pair_dataset(local_descriptors=N)``).
       vgg_params: frozen VGG parameters for ``perceptual.taps``.
 
     Returns:
@@ -347,7 +347,7 @@ def level_eval_metrics(trainer: HPNTrainer, state: HPNState, eval_batches) -> di
 
 # ---------------------------------------------------------------------- driver
 def _level_dataset(config, examples, trainer: HPNTrainer, train: bool, batch_size: int):
-  from input_pipeline import pipeline
+  from hpt_jax.input_pipeline import pipeline
   return pipeline.create_pair_dataset(
       examples, image_size=trainer.image_size, sigma=config.pose.sigma, batch_size=batch_size,
       seed=config.seed + trainer.level, train=train, flip=config.data.flip and train,
@@ -375,11 +375,11 @@ def train_and_evaluate(config, workdir: str) -> HPNState:
 
   Raises:
     ValueError: bad config fields (names them).
-    input_pipeline.patn_format.DataError: bad data (names the file and row).
+    hpt_jax.input_pipeline.patn_format.DataError: bad data (names the file and row).
     hpt_jax.weights.WeightsNotFoundError: perceptual weights missing.
     hpt_jax.train.loop.NonFiniteLossError: a loss became NaN/Inf.
   """
-  from input_pipeline import pipeline
+  from hpt_jax.input_pipeline import pipeline
   from hpt_jax.train import loop
 
   sizes = validate_config(config)

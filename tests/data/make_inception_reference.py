@@ -14,7 +14,7 @@ package's defaults (``data_range=(0, 255)``, ``quant=True``, ``resize_hw=(299, 2
 package would pull in OpenCV.
 
 Inputs (:func:`inputs`, also used by the test): two sample photos (256×176 JPEGs of
-``data/deepfashion_sample/img``, decoded with PIL) and two seeded uniform-noise uint8 images,
+``hpt_jax/data/deepfashion_sample/img``, decoded with PIL) and two seeded uniform-noise uint8 images,
 256×176 and 299×299 (the latter skips the resize, so it checks the network alone).
 Output: ``features`` float32 [4, 2048], ``names``, ``pixel_sha256`` (of each decoded input, so the
 test can tell a different JPEG decoder from a network mismatch), ``torch_version``.
@@ -26,6 +26,7 @@ import io
 import os
 import zipfile
 
+from hpt_jax.data import DEEPFASHION_SAMPLE
 import numpy as np
 from PIL import Image
 
@@ -41,7 +42,7 @@ def inputs():
   """[(name, uint8 [H, W, 3])] of the four reference inputs."""
   out = []
   for name in IMAGES:
-    path = os.path.join(REPO, "data", "deepfashion_sample", "img", name)
+    path = os.path.join(DEEPFASHION_SAMPLE, "img", name)
     out.append((name, np.asarray(Image.open(path).convert("RGB"), np.uint8)))
   for name, hw, seed in NOISE:
     out.append((name, np.random.default_rng(seed).integers(0, 256, (*hw, 3), dtype=np.uint8)))

@@ -17,13 +17,13 @@ Presets (``--config=configs/deepfashion_hpn.py:PRESET``):
   2 steps per level, random VGG truncated to relu1_1.
 
 Every field can be overridden on the command line, e.g. ``--config.steps_per_level=200``.
-The data default to the real sample in ``data/deepfashion_sample`` (research-only licence,
+The data default to the real sample in ``hpt_jax/data/deepfashion_sample`` (research-only licence,
 ``data/README.md``); see ``configs/deepfashion_drn.py`` for the full-release paths.
 """
 
 import ml_collections
 
-from configs import deepfashion_drn
+from hpt_jax.configs import deepfashion_drn
 
 #: Presets (``--config=configs/deepfashion_hpn.py:PRESET``) and what they are; shown by ``--help``.
 PRESETS = {

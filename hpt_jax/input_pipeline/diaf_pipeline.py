@@ -3,7 +3,7 @@
 DIAF: Li, Huang, Loy, "Dense Intrinsic Appearance Flow for Human Pose Transfer", CVPR 2019,
 arXiv:1903.11326; reference code ly015/intrinsic_flow @ 94ea8f0.
 
-Reads pairs with :func:`input_pipeline.pipeline.load_examples` (PATN format, same validation and
+Reads pairs with :func:`hpt_jax.input_pipeline.pipeline.load_examples` (PATN format, same validation and
 ``DataError`` messages as the DRN pipeline) and builds, per pair (B = batch size, (H, W) =
 ``data.image_size``):
 
@@ -41,8 +41,8 @@ import numpy as np
 from hpt_jax import errors
 from hpt_jax import flow as flow_lib
 from hpt_jax import pose
-from input_pipeline import patn_format
-from input_pipeline import pipeline
+from hpt_jax.input_pipeline import patn_format
+from hpt_jax.input_pipeline import pipeline
 
 load_examples = pipeline.load_examples   # re-exported for the trainer
 

@@ -460,7 +460,7 @@ def load_pair_examples(images_dir: str | os.PathLike, annotations_path: str | os
     image_size: (H, W) pixels of the **stored** images and of the annotation coordinates (after
       the offset), e.g. (256, 176) for PATN's DeepFashion crop. None: the size of the first
       readable image, which all others must then share. This need not be the size the networks
-      see: :func:`input_pipeline.pipeline.create_pair_dataset` resizes images and keypoints to its
+      see: :func:`hpt_jax.input_pipeline.pipeline.create_pair_dataset` resizes images and keypoints to its
       own ``image_size``.
     keypoint_x_offset: added to x of present joints (-40 for the full release's 256×256
       annotations with the 176-wide crop; 0 for the sample and PATN's resized CSVs).

@@ -18,7 +18,7 @@ Presets (``--config=configs/deepfashion_drn.py:PRESET``):
   bfloat16, VGG-19 taps.
 
 Every field can be overridden on the command line (``--config.model.ngf=32``).
-The data default to the real sample vendored in ``data/deepfashion_sample`` (research-only
+The data default to the real sample vendored in ``hpt_jax/data/deepfashion_sample`` (:data:`hpt_jax.data.DEEPFASHION_SAMPLE`) (research-only
 licence, see ``data/README.md``); point ``data.images``/``data.annotations``/``data.pairs`` at the
 full release to train on it.
 """
@@ -27,8 +27,7 @@ import os
 
 import ml_collections
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SAMPLE = os.path.join(_REPO, "data", "deepfashion_sample")
+from hpt_jax.data import DEEPFASHION_SAMPLE as _SAMPLE
 
 #: Presets (``--config=configs/deepfashion_drn.py:PRESET``) and what they are; shown by ``--help``.
 PRESETS = {

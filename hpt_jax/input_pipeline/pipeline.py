@@ -1,7 +1,7 @@
 """Grain input pipeline for pose-transfer pairs (no TensorFlow).
 
 Builds batches of (source image, target image, both 18-channel pose heatmaps, both keypoint sets)
-from :class:`input_pipeline.patn_format.PairExample` records, decoding JPEGs and rendering
+from :class:`hpt_jax.input_pipeline.patn_format.PairExample` records, decoding JPEGs and rendering
 heatmaps on the fly (:func:`hpt_jax.pose.keypoints_to_heatmaps`).
 
 Train mode (as ``data/keypoint_funit.py`` of the RATE-Net code, Lotayou/Pose-Transfer @ 164c91b,
@@ -49,7 +49,7 @@ import numpy as np
 from PIL import Image
 
 from hpt_jax import pose
-from input_pipeline import patn_format
+from hpt_jax.input_pipeline import patn_format
 
 BATCH_KEYS = ("source_image", "target_image", "source_pose", "target_pose",
               "source_keypoints", "target_keypoints", "pair_index")
@@ -155,7 +155,7 @@ def load_examples(data_config: Any, logger: Callable[[str], Any] | None = None,
                   ) -> list[patn_format.PairExample]:
   """Loads and checks the pairs named by a ``config.data`` block (configs/deepfashion_drn.py).
 
-  Calls :func:`input_pipeline.patn_format.load_pair_examples` with ``data_config.images``,
+  Calls :func:`hpt_jax.input_pipeline.patn_format.load_pair_examples` with ``data_config.images``,
   ``.annotations``, ``.pairs``, ``.keypoint_x_offset`` and ``.skip_bad_examples``. Every image
   must have the stored size ``data_config.stored_size`` (H, W) (a config without the field: the
   first image's size, which all must share); it may differ from ``data_config.image_size``, the
@@ -277,7 +277,7 @@ def create_pair_dataset(examples: Sequence[patn_format.PairExample], *,
   ``data/keypoint_funit.py``). Eval mode reads its shard once in order.
 
   Args:
-    examples: pairs from :func:`input_pipeline.patn_format.load_pair_examples`.
+    examples: pairs from :func:`hpt_jax.input_pipeline.patn_format.load_pair_examples`.
     image_size: (H, W) of the output images in pixels.
     sigma: heatmap Gaussian std in pixels of the output image.
     batch_size: per-process batch size B (> 0).

@@ -21,7 +21,7 @@ CPU; ``benchmark`` — the paper's widths, used by ``launch/benchmark.py --confi
 
 import ml_collections
 
-from configs import deepfashion_hpn
+from hpt_jax.configs import deepfashion_hpn
 
 #: Presets (``--config=configs/hpn_1024.py:PRESET``) and what they are; shown by ``--help``.
 PRESETS = {

@@ -36,8 +36,7 @@ import os
 
 import ml_collections
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SAMPLE = os.path.join(_REPO, "data", "deepfashion_sample")
+from hpt_jax.data import DEEPFASHION_SAMPLE as _SAMPLE
 
 #: Presets (``--config=configs/deepfashion_diaf.py:PRESET``) and what they are; shown by ``--help``.
 PRESETS = {
