@@ -24,3 +24,27 @@ class ConfigError(UserError, ValueError):
 class MissingFileError(UserError, FileNotFoundError):
   """A file the user named (or must create first, e.g. by ``launch/fetch_models.py`` or an
   evaluation) does not exist; the message names it and what makes it."""
+
+
+class MissingDependencyError(UserError, ImportError):
+  """An optional dependency of the feature in use is not installed; the message names the pip extra
+  that installs it (``pyproject.toml`` ``[project.optional-dependencies]``)."""
+
+
+def missing_extra(feature: str, extra: str, error: ImportError) -> MissingDependencyError:
+  """The error for ``feature`` failing to import an optional package.
+
+  Args:
+    feature: what the user tried, e.g. ``"video targets and GIF/MP4 output"``.
+    extra: the pip extra that installs it, e.g. ``"video"``.
+    error: the ImportError raised by the import (its module name goes into the message).
+
+  Returns:
+    A :class:`MissingDependencyError` to raise ``from error``: ``<feature> needs the Python
+    package '<module>', which is not installed: pip install 'hpt-jax[<extra>]' (in a checkout:
+    pip install -e '.[<extra>]')``.
+  """
+  module = getattr(error, "name", None) or str(error)
+  return MissingDependencyError(
+      f"{feature} needs the Python package {module!r}, which is not installed: "
+      f"pip install 'hpt-jax[{extra}]' (in a checkout: pip install -e '.[{extra}]')")

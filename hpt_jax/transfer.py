@@ -457,9 +457,20 @@ def no_fork_warning():
     yield
 
 
+def _imageio():
+  """``imageio.v2`` with its ffmpeg plugin, or :class:`hpt_jax.errors.MissingDependencyError` naming
+  the ``video`` extra."""
+  try:
+    import imageio.v2 as imageio
+    import imageio_ffmpeg  # noqa: F401  (the ffmpeg binary for MP4 and video targets)
+  except ImportError as e:
+    raise errors.missing_extra("video targets and GIF/MP4 output", "video", e) from e
+  return imageio
+
+
 def _video_frames(path: str, frame_step: int, max_frames: int | None):
   """(frames uint8 list, fps of the kept frames) from a video file (imageio's ffmpeg reader)."""
-  import imageio.v2 as imageio
+  imageio = _imageio()
   try:
     with no_fork_warning():
       reader = imageio.get_reader(path, format="FFMPEG")
@@ -785,7 +796,7 @@ def _even(frames: list[np.ndarray]) -> np.ndarray:
 def write_video(path: str, frames: list[np.ndarray], fps: float) -> str:
   """Writes an MP4 (H.264, yuv420p, the ffmpeg binary of ``imageio-ffmpeg``) or GIF (looping;
   Pillow) by the extension of ``path``; returns the path."""
-  import imageio.v2 as imageio
+  imageio = _imageio()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   if path.lower().endswith(".gif"):
     imageio.mimwrite(path, np.stack(frames), format="GIF", duration=1000.0 / fps, loop=0)

@@ -131,7 +131,11 @@ def _make_interpreter(model_path: str, num_threads: Optional[int]):
       from tflite_runtime.interpreter import Interpreter  # type: ignore
     except ImportError:
       os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-      import tensorflow as tf  # noqa: PLC0415  (lazy: only the estimator needs TensorFlow)
+      try:
+        import tensorflow as tf  # noqa: PLC0415  (lazy: only the estimator needs TensorFlow)
+      except ImportError as e:
+        raise errors.missing_extra("the pose estimator (keypoints from photos, PCKh)", "pose",
+                                   ImportError("no TF Lite runtime", name="ai_edge_litert")) from e
       Interpreter = tf.lite.Interpreter
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice

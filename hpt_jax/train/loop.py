@@ -55,7 +55,8 @@ def create_writer(workdir: str):
     tf.config.set_visible_devices([], "GPU")
     from clu import metric_writers
   except ImportError as e:
-    logging.warning("TensorBoard writer unavailable (%s): logging scalars only", e)
+    logging.warning("TensorBoard writer unavailable (%s): logging scalars only; "
+                    "pip install 'hpt-jax[tensorboard]' for TensorBoard events", e)
     return _LoggingOnlyWriter()
   return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
 
