@@ -5,7 +5,7 @@
 * ``--help`` (``-h``, ``--helpshort``, ``--helpfull``) prints the launcher's docstring and, for a
   launcher with a ``--config`` flag, the config file's presets and its top-level fields with their
   defaults (of the chosen preset), then exits 0. Without ``--config`` it lists the presets of every
-  file in ``configs/``.
+  packaged config (``hpt_jax/configs/``).
 * ``--print_config`` prints the resolved config (file, preset and every ``--config.*`` override
   applied) as JSON — the same block training writes to ``<workdir>/config.json`` — and exits 0.
 * Command-line errors — a config path that does not exist, an unknown preset, a misspelled field
@@ -98,7 +98,8 @@ def resolve_config_arg(value: str) -> str:
   ``:preset``: ``deepfashion_drn:cpu`` (also ``deepfashion_drn.py:cpu``) is the installed
   ``hpt_jax/configs/deepfashion_drn.py``, from any directory. A path that exists is kept as it is,
   so a user's own config file always wins. For the commands written before the configs moved into
-  the package, ``configs/NAME.py`` that does not exist also means the packaged ``NAME``.
+  the package, ``configs/NAME.py`` (any folder named ``configs``) that does not exist also means
+  the packaged ``NAME``.
 
   Returns the value unchanged when it names no file and no packaged config (the caller reports it).
   """
@@ -109,7 +110,7 @@ def resolve_config_arg(value: str) -> str:
   name = os.path.basename(path)
   name = name[:-3] if name.endswith(".py") else name
   parent = os.path.dirname(os.path.normpath(path))
-  if name in packaged and parent in ("", "configs"):
+  if name in packaged and (parent == "" or os.path.basename(parent) == "configs"):
     return packaged[name] + sep + preset
   return value
 

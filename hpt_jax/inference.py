@@ -129,7 +129,7 @@ class PoseTransferModel:
   :meth:`image_rows`.
 
   Args:
-    config: the family's config (``configs/<family>.py[:preset]`` with the run's overrides).
+    config: the family's config (``<config name or file>[:preset]`` with the run's overrides).
     variables: ``{network: {'params': …, 'batch_stats': …?}}`` (NumPy or jax arrays).
     source: where the variables came from (``{'workdir', 'steps', …}``), kept in :attr:`source`
       and written by :func:`export`.
@@ -602,7 +602,7 @@ def load(config, workdir: str, *, step: int | None = None, level: int | None = N
   """Restores the model of ``config.model_name`` from a training workdir or an exported folder.
 
   Args:
-    config: the run's config (``configs/<family>.py[:preset]`` and the run's overrides); ignored
+    config: the run's config (``<config name or file>[:preset]`` and the run's overrides); ignored
       for an exported folder, which carries its own; None = the run's ``<workdir>/config.json``.
     workdir: a training run folder (``checkpoints/...``) or an :func:`export` folder (has
       ``inference.json``).

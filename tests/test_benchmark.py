@@ -22,7 +22,7 @@ def test_benchmark_tiny(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env["PYTHONPATH"] = _REPO + os.pathsep + env.get("PYTHONPATH", "")
   cmd = [sys.executable, os.path.join(_REPO, "launch", "benchmark.py"),
-         "--config=configs/deepfashion_drn.py:tiny", "--steps=2", "--warmup=1", "--pipeline_batches=2",
+         "--config=deepfashion_drn:tiny", "--steps=2", "--warmup=1", "--pipeline_batches=2",
          "--config.seed=3", f"--output={out_file}"]
   proc = subprocess.run(cmd, cwd=_REPO, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, f"rc {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-6000:]}"
@@ -87,7 +87,7 @@ def test_peak_table():
 
 
 def test_hpn_workload_is_the_last_level_step():
-  """--config=configs/hpn_1024.py benchmarks the 1024² level: 44 boxes, local discriminator."""
+  """--config=hpn_1024 benchmarks the 1024² level: 44 boxes, local discriminator."""
   import jax
   from hpt_jax.commands import benchmark
   from hpt_jax.configs import hpn_1024

@@ -409,7 +409,7 @@ def test_wrong_step_and_wrong_preset_are_clear(drn_run, tmp_path):
 
 def test_cli_missing_checkpoint_exits_with_message(tmp_path):
   cmd = [sys.executable, os.path.join(REPO, "launch", "evaluate.py"),
-         "--config=" + os.path.join(REPO, "configs", "deepfashion_drn.py") + ":tiny",
+         "--config=deepfashion_drn:tiny",
          f"--workdir={tmp_path / 'none'}"]
   result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
   assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -86,7 +86,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, monkeyp
 def test_cli_runs_end_to_end(tmp_path):
   workdir = tmp_path / "cli"
   cmd = [sys.executable, os.path.join(REPO, "launch", "train.py"),
-         "--config=" + os.path.join(REPO, "configs", "deepfashion_drn.py") + ":tiny",
+         "--config=deepfashion_drn:tiny",
          f"--workdir={workdir}", "--config.total_steps=2", "--config.sample_every_steps=2",
          "--config.checkpoint_every_steps=2", "--config.eval_every_steps=2"]
   result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
@@ -124,7 +124,7 @@ def test_cli_reports_bad_data_with_file_and_row(tmp_path):
   bad_pairs = tmp_path / "pairs.csv"
   bad_pairs.write_text("from,to\nnot_annotated.jpg,fashionWOMENBlouses_Shirtsid0000531105_2side.jpg\n")
   cmd = [sys.executable, os.path.join(REPO, "launch", "train.py"),
-         "--config=" + os.path.join(REPO, "configs", "deepfashion_drn.py") + ":tiny",
+         "--config=deepfashion_drn:tiny",
          f"--workdir={tmp_path / 'wd'}", f"--config.data.pairs={bad_pairs}"]
   result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
   assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -2,12 +2,12 @@ r"""Benchmarks one training step (DRN 1-1-3 cycle, one HPN level's step, one DIA
 
 Usage::
 
-  python launch/benchmark.py --config=configs/deepfashion_drn.py:benchmark
-  python launch/benchmark.py --config=configs/deepfashion_drn.py:cpu --steps=5 --warmup=1
-  python launch/benchmark.py --config=configs/deepfashion_drn.py:benchmark --flops_only
-  python launch/benchmark.py --config=configs/deepfashion_drn.py:cpu --first_step   # time to first step
-  python launch/benchmark.py --config=configs/hpn_1024.py:benchmark --flops_only   # HPN 1024² level
-  python launch/benchmark.py --config=configs/deepfashion_diaf.py --config.perceptual.random_init=true \
+  python launch/benchmark.py --config=deepfashion_drn:benchmark
+  python launch/benchmark.py --config=deepfashion_drn:cpu --steps=5 --warmup=1
+  python launch/benchmark.py --config=deepfashion_drn:benchmark --flops_only
+  python launch/benchmark.py --config=deepfashion_drn:cpu --first_step   # time to first step
+  python launch/benchmark.py --config=hpn_1024:benchmark --flops_only   # HPN 1024² level
+  python launch/benchmark.py --config=deepfashion_diaf --config.perceptual.random_init=true \
       --config.batch_size=8 --flops_only                                              # DIAF generator phase
 
 Flags:
@@ -251,7 +251,7 @@ def build_workload(config, level: int | None = None, phase: str | None = None) -
   :mod:`hpt_jax.registry`): trainer, init, synthetic batches, the step and record fields.
 
   DRN: one 1-1-3 cycle at ``config.data.image_size``. HPN: one step of level ``level`` (default
-  the last, e.g. 1024² for ``configs/hpn_1024.py``). DIAF: one step of ``phase`` (default the
+  the last, e.g. 1024² for ``hpt_jax/configs/hpn_1024.py``). DIAF: one step of ``phase`` (default the
   generator phase).
 
   Raises:

@@ -2,9 +2,9 @@ r"""Evaluates a trained model of any family, or compares evaluated runs.
 
 Usage::
 
-  python launch/evaluate.py --config=configs/deepfashion_drn.py:cpu --workdir=runs/drn_cpu
-  python launch/evaluate.py --config=configs/deepfashion_hpn.py:cpu --workdir=runs/hpn_cpu [--level=1]
-  python launch/evaluate.py --config=configs/deepfashion_diaf.py:cpu --workdir=runs/diaf_cpu
+  python launch/evaluate.py --config=deepfashion_drn:cpu --workdir=runs/drn_cpu
+  python launch/evaluate.py --config=deepfashion_hpn:cpu --workdir=runs/hpn_cpu [--level=1]
+  python launch/evaluate.py --config=deepfashion_diaf:cpu --workdir=runs/diaf_cpu
   python launch/evaluate.py --compare=runs/drn_cpu,runs/hpn_cpu,runs/diaf_cpu [--output_dir=DIR]
 
 Evaluate: restores the model of ``config.model_name`` (:func:`hpt_jax.inference.load`: DRN

@@ -1,4 +1,4 @@
-r"""Trains a pose-transfer model: ``python launch/train.py --config=configs/deepfashion_drn.py --workdir=DIR``.
+r"""Trains a pose-transfer model: ``python launch/train.py --config=deepfashion_drn --workdir=DIR``.
 
 Flags:
   --config        an ml_collections config file, optionally ``file.py:preset``; any field can be

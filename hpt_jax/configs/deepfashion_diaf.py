@@ -16,7 +16,7 @@ later phases load the earlier phases' final weights):
 3. ``pixel_warp`` — pixel-warping fusion net (§3.5) with the generator frozen; GAN on throughout
    (it follows the generator's GAN epochs), the discriminator continues from phase 2.
 
-Presets (``--config=configs/deepfashion_diaf.py:PRESET``):
+Presets (``--config=deepfashion_diaf:PRESET``):
 
 * *(none)* — the paper's size: 256×256, generator 7 scales nf 32 (cap 128), flow U-Net nf 32 with
   5 levels, PatchGAN ndf 64 / 3 layers (70×70), batch 8. Steps are the paper's epochs on the full
@@ -38,7 +38,7 @@ import ml_collections
 
 from hpt_jax.data import DEEPFASHION_SAMPLE as _SAMPLE
 
-#: Presets (``--config=configs/deepfashion_diaf.py:PRESET``) and what they are; shown by ``--help``.
+#: Presets (``--config=deepfashion_diaf:PRESET``) and what they are; shown by ``--help``.
 PRESETS = {
     "": "the paper's size: 256×256 framing, flow / generator / pixel-warp phases, batch 8 (accelerator)",
     "cpu": "2 CPU cores: 128×128, widths 8, 600 flow / 200 generator / 100 pixel-warp steps, batch 4",
@@ -191,5 +191,5 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     config.perceptual.random_init = True
     config.flow_optimizer.decay_every_steps = 100
   else:
-    raise ValueError(f"unknown preset {preset!r} for configs/deepfashion_diaf.py; expected '', 'cpu' or 'tiny'")
+    raise ValueError(f"unknown preset {preset!r} for hpt_jax/configs/deepfashion_diaf.py; expected '', 'cpu' or 'tiny'")
   return config

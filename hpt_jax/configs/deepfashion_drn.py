@@ -5,7 +5,7 @@ IEEE Transactions on Image Processing 2021, arXiv:2005.12494; RATE-Net — Yang 
 "Region-Adaptive Texture Enhancement for Detailed Person Image Synthesis", ICME 2020, arXiv:2005.12486.
 Reference code: Lotayou/Pose-Transfer @ 164c91b (branch rate_net).
 
-Presets (``--config=configs/deepfashion_drn.py:PRESET``):
+Presets (``--config=deepfashion_drn:PRESET``):
 
 * *(none)* — the paper's size: ngf 64, 3 down-samplings, 9 PAT blocks (165.2 M + 17.7 M generator
   parameters), 256×176, batch 8 (the reference run's), 40K cycles with the rate held for 10K
@@ -29,7 +29,7 @@ import ml_collections
 
 from hpt_jax.data import DEEPFASHION_SAMPLE as _SAMPLE
 
-#: Presets (``--config=configs/deepfashion_drn.py:PRESET``) and what they are; shown by ``--help``.
+#: Presets (``--config=deepfashion_drn:PRESET``) and what they are; shown by ``--help``.
 PRESETS = {
     "": "the paper's size: ngf 64, 9 PAT blocks, 256×176, batch 8, 40K cycles (GPU/TPU)",
     "cpu": "2 CPU cores (the README's main job): 64×44, ngf 16, 4 PAT blocks, batch 4, 500 cycles",
@@ -146,6 +146,6 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     config.perceptual.network = "vgg19"
     config.perceptual.random_init = True
   else:
-    raise ValueError(f"unknown preset {preset!r} for configs/deepfashion_drn.py; "
+    raise ValueError(f"unknown preset {preset!r} for hpt_jax/configs/deepfashion_drn.py; "
                      "expected '', 'cpu', 'tiny' or 'benchmark'")
   return config

@@ -5,9 +5,9 @@ HPN: Liu et al., "Pose-Guided High-Resolution Appearance Transfer via Progressiv
 the levels are rectangular — 64×44, 128×88, 256×176 — with a 32×22 bottleneck of 1024 channels
 (``hpt_jax/models/hpn.py`` explains why not padding). 18 local descriptors at 64 and 128 high,
 31 at 256 (§3.4); the local discriminator replaces the local perceptual loss at the final level
-(§3.2). ``configs/hpn_1024.py`` is the full 64² → 1024² schedule.
+(§3.2). ``hpt_jax/configs/hpn_1024.py`` is the full 64² → 1024² schedule.
 
-Presets (``--config=configs/deepfashion_hpn.py:PRESET``):
+Presets (``--config=deepfashion_hpn:PRESET``):
 
 * *(none)* — the paper: 1024 bottleneck channels, 700k steps per level, batch 8 (paper silent).
   Needs a GPU/TPU.
@@ -18,14 +18,14 @@ Presets (``--config=configs/deepfashion_hpn.py:PRESET``):
 
 Every field can be overridden on the command line, e.g. ``--config.steps_per_level=200``.
 The data default to the real sample in ``hpt_jax/data/deepfashion_sample`` (research-only licence,
-``data/README.md``); see ``configs/deepfashion_drn.py`` for the full-release paths.
+``data/README.md``); see ``hpt_jax/configs/deepfashion_drn.py`` for the full-release paths.
 """
 
 import ml_collections
 
 from hpt_jax.configs import deepfashion_drn
 
-#: Presets (``--config=configs/deepfashion_hpn.py:PRESET``) and what they are; shown by ``--help``.
+#: Presets (``--config=deepfashion_hpn:PRESET``) and what they are; shown by ``--help``.
 PRESETS = {
     "": "the paper: levels 64×44 → 128×88 → 256×176, bottleneck 1024 channels, 700k steps per level",
     "cpu": "2 CPU cores: bottleneck 64 channels, 60 steps per level, batch 4",
@@ -114,5 +114,5 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     config.perceptual.random_init = True
     config.loss.local_min_size = 8
   else:
-    raise ValueError(f"unknown preset {preset!r} for configs/deepfashion_hpn.py; expected '', 'cpu' or 'tiny'")
+    raise ValueError(f"unknown preset {preset!r} for hpt_jax/configs/deepfashion_hpn.py; expected '', 'cpu' or 'tiny'")
   return config

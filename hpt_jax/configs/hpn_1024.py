@@ -15,7 +15,7 @@ discriminator replaces the local perceptual loss at 1024² (§3.2). 700k steps p
 
 Presets: *(none)* — the paper; ``tiny`` — every level at tiny width (bottleneck 8 channels) with
 random VGG truncated to relu1_1, 1 step per level: the test that exercises the 1024² level on
-CPU; ``benchmark`` — the paper's widths, used by ``launch/benchmark.py --config=configs/hpn_1024.py:benchmark``
+CPU; ``benchmark`` — the paper's widths, used by ``launch/benchmark.py --config=hpn_1024:benchmark``
 (one forward/backward step of the 1024² level).
 """
 
@@ -23,7 +23,7 @@ import ml_collections
 
 from hpt_jax.configs import deepfashion_hpn
 
-#: Presets (``--config=configs/hpn_1024.py:PRESET``) and what they are; shown by ``--help``.
+#: Presets (``--config=hpn_1024:PRESET``) and what they are; shown by ``--help``.
 PRESETS = {
     "": "the paper: square levels 64² → 1024², 700k steps per level",
     "tiny": "tests: every level at tiny width, 1 step per level (exercises the 1024² level on CPU)",
@@ -65,5 +65,5 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 1
     config.perceptual.random_init = True
   else:
-    raise ValueError(f"unknown preset {preset!r} for configs/hpn_1024.py; expected '', 'tiny' or 'benchmark'")
+    raise ValueError(f"unknown preset {preset!r} for hpt_jax/configs/hpn_1024.py; expected '', 'tiny' or 'benchmark'")
   return config

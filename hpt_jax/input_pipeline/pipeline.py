@@ -153,7 +153,7 @@ def stored_size(data_config: Any) -> tuple[int, int] | None:
 
 def load_examples(data_config: Any, logger: Callable[[str], Any] | None = None,
                   ) -> list[patn_format.PairExample]:
-  """Loads and checks the pairs named by a ``config.data`` block (configs/deepfashion_drn.py).
+  """Loads and checks the pairs named by a ``config.data`` block (hpt_jax/configs/deepfashion_drn.py).
 
   Calls :func:`hpt_jax.input_pipeline.patn_format.load_pair_examples` with ``data_config.images``,
   ``.annotations``, ``.pairs``, ``.keypoint_x_offset`` and ``.skip_bad_examples``. Every image

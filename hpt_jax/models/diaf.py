@@ -376,7 +376,7 @@ def patch_receptive_field(n_layers: int) -> int:
 
 
 def build_models(config, dtype=jnp.float32) -> dict[str, nn.Module]:
-  """The four DIAF networks from a ``configs/deepfashion_diaf.py`` config.
+  """The four DIAF networks from a ``hpt_jax/configs/deepfashion_diaf.py`` config.
 
   Returns ``{'flow': FlowRegressionNet, 'generator': DualUNetGenerator, 'pixel_warp':
   PixelWarpNet, 'disc': PatchDiscriminator}``.

@@ -17,7 +17,7 @@ Lotayou/Pose-Transfer @ 164c91b, branch rate_net, ``models/model_variants_v2.py`
   decodes F_t into the residual map R_t. The refined output is Ĩ_t = Ĩ_c + R_t (Eq. 2 without the
   face module, i.e. RATE-Net).
 
-Paper/code differences, each a config option (``configs/deepfashion_drn.py``):
+Paper/code differences, each a config option (``hpt_jax/configs/deepfashion_drn.py``):
 
 * ``activation``: the paper puts LeakyReLU(0.2) after every normalisation layer (§V), the code
   uses ReLU. Default ``'leaky_relu'`` (paper: where paper and code differ, the paper is the default).

@@ -332,7 +332,7 @@ class Level(NamedTuple):
 
 
 def level(config, index: int) -> Level:
-  """The :class:`Level` ``index`` of a ``configs/deepfashion_hpn.py`` / ``hpn_1024.py`` config.
+  """The :class:`Level` ``index`` of a ``hpt_jax/configs/deepfashion_hpn.py`` / ``hpn_1024.py`` config.
 
   Negative indices count from the last level (−1 = the final one).
 

@@ -144,7 +144,7 @@ class DIAFTrainer:
   """Builds the DIAF networks, optimisers and the pure step functions of the three phases.
 
   Args:
-    config: the resolved ``configs/deepfashion_diaf.py`` config.
+    config: the resolved ``hpt_jax/configs/deepfashion_diaf.py`` config.
 
   Raises:
     ValueError: ``config.dtype``, ``loss.perceptual_distance`` or phase steps invalid (names the

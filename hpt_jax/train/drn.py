@@ -78,7 +78,7 @@ class DRNTrainer:
   """Builds the DRN networks, the optimiser and the pure step functions from a config.
 
   Args:
-    config: the resolved ``configs/deepfashion_drn.py`` config (fields ``model``, ``loss``,
+    config: the resolved ``hpt_jax/configs/deepfashion_drn.py`` config (fields ``model``, ``loss``,
       ``optimizer``, ``perceptual``, ``dtype``, ``d_updates``, ``total_steps``).
   """
 

@@ -113,7 +113,7 @@ class HPNTrainer:
   """Networks, optimiser and pure step functions for one HPN level.
 
   Args:
-    config: a ``configs/deepfashion_hpn.py`` / ``configs/hpn_1024.py`` config.
+    config: a ``hpt_jax/configs/deepfashion_hpn.py`` / ``hpt_jax/configs/hpn_1024.py`` config.
     level: level index in ``[0, model.num_levels)``.
 
   Raises:
@@ -517,7 +517,7 @@ def synthetic_batch(batch_size: int, image_size, num_local: int, seed: int = 0) 
 
 def benchmark_workload(config, level: int | None = None, phase: str | None = None) -> dict:
   """What ``launch/benchmark.py`` times for HPN: one step of level ``level`` (default the last,
-  e.g. 1024² for ``configs/hpn_1024.py``). Keys as :func:`hpt_jax.train.drn.benchmark_workload`.
+  e.g. 1024² for ``hpt_jax/configs/hpn_1024.py``). Keys as :func:`hpt_jax.train.drn.benchmark_workload`.
 
   Raises:
     ValueError: ``level`` outside the config's levels.
