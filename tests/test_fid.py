@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpt_jax import parallel
+from hpt_jax import parallel, torch_checkpoint
 from hpt_jax.metrics import fid as fid_lib
 from hpt_jax.metrics import inception_score as is_lib
 from hpt_jax.models import inception
@@ -102,12 +102,12 @@ def test_torchscript_reader_refuses_other_globals(tmp_path):
   with zipfile.ZipFile(buf, "w") as z:
     z.writestr("m/data.pkl", pickle.dumps({"x": Evil()}, protocol=2))
   with pytest.raises(pickle.UnpicklingError, match="not allowed"):
-    inception.read_torchscript(buf.getvalue())
-  with pytest.raises(ValueError, match="not a TorchScript archive"):
+    torch_checkpoint.read_tensors(buf.getvalue())
+  with pytest.raises(ValueError, match="not a PyTorch zip archive nor a TorchScript archive"):
     b2 = io.BytesIO()
     with zipfile.ZipFile(b2, "w") as z:
       z.writestr("readme.txt", "hi")
-    inception.read_torchscript(b2.getvalue())
+    torch_checkpoint.read_tensors(b2.getvalue())
 
 
 def test_missing_weights_message(tmp_path, monkeypatch):

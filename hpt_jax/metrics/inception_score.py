@@ -110,7 +110,7 @@ def load_fc_weights(path: str) -> np.ndarray:
   * ``.npz``: ``kernel`` [2048, C], or ``fc.weight`` / ``weight`` [C, 2048] (PyTorch layout);
   * a PyTorch zip checkpoint (``torch.save`` state dict such as pytorch-fid's
     ``pt_inception-2015-12-05-6726825d.pth``, or a TorchScript archive) holding ``fc.weight``
-    [C, 2048]; read without torch (:func:`hpt_jax.models.inception.read_torchscript`).
+    [C, 2048]; read without torch (:func:`hpt_jax.torch_checkpoint.read_tensors`).
 
   A bias, if present, is ignored (OpenAI's Inception Score uses the unbiased logits).
 
@@ -123,6 +123,7 @@ def load_fc_weights(path: str) -> np.ndarray:
   Raises:
     FileNotFoundError: no such file. ValueError: no suitable array, or wrong shape.
   """
+  from hpt_jax import torch_checkpoint
   from hpt_jax.models import inception
 
   if not os.path.isfile(path):
@@ -133,7 +134,7 @@ def load_fc_weights(path: str) -> np.ndarray:
       arrays = {k: z[k] for k in z.files}
   else:
     try:
-      arrays = inception.read_torchscript(path)
+      arrays = torch_checkpoint.read_tensors(path)
     except Exception as e:  # noqa: BLE001  (zipfile / pickle errors: report the file)
       raise ValueError(f"{path}: not an .npz nor a readable PyTorch zip checkpoint ({e})") from e
   kernel = None

