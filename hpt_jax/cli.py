@@ -138,6 +138,17 @@ def _load_config_module(path: str):
   return module
 
 
+def config_flops_per_pair(value: str) -> float | None:
+  """Training FLOPs per pair recorded for ``--config=value``'s preset (the config module's
+  ``FLOPS_PER_PAIR``), or None where none is recorded (reduced presets, users' own configs)."""
+  path, preset = _split_config_arg(resolve_config_arg(value))
+  try:
+    table = getattr(_load_config_module(path), "FLOPS_PER_PAIR", {})
+  except Exception:  # noqa: BLE001 - the config already loaded once; this is advisory only
+    return None
+  return table.get(preset)
+
+
 def presets(path: str) -> dict[str, str]:
   """``{preset: one-line description}`` of a config file (its ``PRESETS``; '' = the paper's size)."""
   return dict(getattr(_load_config_module(path), "PRESETS", {"": "(the file's only config)"}))

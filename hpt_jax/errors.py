@@ -44,7 +44,7 @@ def missing_extra(feature: str, extra: str, error: ImportError) -> MissingDepend
     package '<module>', which is not installed: pip install 'hpt-jax[<extra>]' (in a checkout:
     pip install -e '.[<extra>]')``.
   """
-  module = getattr(error, "name", None) or str(error)
+  module = (getattr(error, "name", None) or str(error)).split(".")[0]
   return MissingDependencyError(
       f"{feature} needs the Python package {module!r}, which is not installed: "
       f"pip install 'hpt-jax[{extra}]' (in a checkout: pip install -e '.[{extra}]')")

@@ -27,14 +27,88 @@ from hpt_jax import errors
 DATA_AXIS = "data"
 
 
-def maybe_initialize_distributed() -> None:
-  """Calls ``jax.distributed.initialize()`` when a multi-process environment is detected.
+#: Environment variable: ``1`` forces ``jax.distributed.initialize()`` (auto-detected arguments),
+#: ``0`` never calls it; unset = :func:`multiprocess_environment` decides.
+DISTRIBUTED_ENV = "HPT_JAX_DISTRIBUTED"
 
-  Detected through the variables JAX's own cluster auto-detection uses (``JAX_COORDINATOR_ADDRESS``,
-  SLURM, Cloud TPU pods set their own). Single-process runs do nothing.
+
+def multiprocess_environment(environ: Mapping[str, str] | None = None) -> str | None:
+  """Which multi-process launcher started this process, or None for a single process.
+
+  Read from the variables ``jax.distributed.initialize()``'s cluster auto-detection uses:
+  ``JAX_COORDINATOR_ADDRESS`` (explicit), SLURM (``SLURM_NTASKS`` > 1, e.g. ``srun`` with
+  ``--ntasks``), Open MPI (``OMPI_COMM_WORLD_SIZE`` > 1, ``mpirun -np N``) and multi-host Cloud TPU
+  slices (``TPU_WORKER_HOSTNAMES`` naming more than one host, set on every TPU VM worker).
+
+  Returns:
+    ``"explicit"``, ``"slurm"``, ``"openmpi"``, ``"tpu"`` or None.
   """
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+  env = os.environ if environ is None else environ
+  if env.get("JAX_COORDINATOR_ADDRESS"):
+    return "explicit"
+  if int(env.get("SLURM_NTASKS", "1") or 1) > 1:
+    return "slurm"
+  if int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
+    return "openmpi"
+  if len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]) > 1:
+    return "tpu"
+  return None
+
+
+def maybe_initialize_distributed() -> None:
+  """Calls ``jax.distributed.initialize()`` (arguments auto-detected) in a multi-process run.
+
+  A run is multi-process when :func:`multiprocess_environment` detects a launcher, or when
+  ``HPT_JAX_DISTRIBUTED=1``; ``HPT_JAX_DISTRIBUTED=0`` disables it. Every process then sees all
+  devices of all hosts (``jax.devices()``), builds the same ``('data',)`` mesh over them, reads its
+  own shard of every global batch (:func:`hpt_jax.input_pipeline.pipeline.create_pair_dataset`
+  shards by ``jax.process_index()``) and process 0 alone writes logs, samples and TensorBoard
+  events; Orbax checkpoints are written by all processes together. Single-process runs do nothing.
+  """
+  force = os.environ.get(DISTRIBUTED_ENV, "").strip()
+  if force == "0":
+    return
+  where = multiprocess_environment()
+  if where or force == "1":
+    logging.info("multi-process run (%s): jax.distributed.initialize()", where or f"{DISTRIBUTED_ENV}=1")
     jax.distributed.initialize()
+    logging.info("process %d of %d, %d local and %d global devices", jax.process_index(), jax.process_count(),
+                 jax.local_device_count(), jax.device_count())
+
+
+#: Training FLOP/s of one CPU core, for :func:`cpu_step_warning`: the ``:cpu`` DRN preset ran at
+#: 38.4 GFLOP/s on 2 cores (``launch/benchmark.py --config=deepfashion_drn:cpu``, docs/performance.md).
+CPU_FLOPS_PER_CORE = 19e9
+
+
+def cpu_step_warning(flops_per_pair: float | None, batch_size: int, total_steps: int, *, backend: str,
+                     cpu_cores: int, what: str, threshold_s: float = 30.0) -> str | None:
+  """The warning for a config sized for an accelerator that is about to train on the CPU backend.
+
+  Args:
+    flops_per_pair: training FLOPs per pair of the preset (its config module's ``FLOPS_PER_PAIR``;
+      measured by ``launch/benchmark.py --flops_only``), or None if not recorded (no warning).
+    batch_size: global batch (pairs per step).
+    total_steps: steps of the run (per stage for staged families: a lower bound of the run).
+    backend: ``jax.default_backend()``; only ``"cpu"`` warns.
+    cpu_cores: cores JAX may use (``os.cpu_count()``).
+    what: the config as the user named it, for the message.
+    threshold_s: warn when the expected step takes longer than this.
+
+  Returns:
+    One line — expected seconds per step at :data:`CPU_FLOPS_PER_CORE` × ``cpu_cores`` and the
+    whole run in days — or None (an accelerator backend, no recorded cost, or a quick step).
+  """
+  if backend != "cpu" or not flops_per_pair:
+    return None
+  step_s = flops_per_pair * batch_size / (CPU_FLOPS_PER_CORE * max(1, cpu_cores))
+  if step_s < threshold_s:
+    return None
+  run = f", ≈{step_s * total_steps / 86400:,.0f} days for {total_steps:,} steps" if total_steps > 0 else ""
+  return (f"{what} is sized for an accelerator, but JAX runs on the CPU: expect ≈{step_s:,.0f} s per step "
+          f"({flops_per_pair * batch_size / 1e12:.1f} TFLOP at ≈{CPU_FLOPS_PER_CORE * cpu_cores / 1e9:.0f} GFLOP/s "
+          f"on {cpu_cores} cores){run}. "
+          "Install JAX for your GPU or TPU (README, Install) or use a reduced preset such as :cpu.")
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:

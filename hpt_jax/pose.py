@@ -26,7 +26,7 @@ import numpy as np
 
 NUM_JOINTS = 18
 
-#: OpenPose-18 joint names, in channel order (as in PATN's annotation CSVs; data/README.md).
+#: OpenPose-18 joint names, in channel order (as in PATN's annotation CSVs; hpt_jax/data/README.md).
 JOINT_NAMES = (
     "nose", "neck",
     "r_shoulder", "r_elbow", "r_wrist",
@@ -61,8 +61,12 @@ def present_mask(keypoints: np.ndarray) -> np.ndarray:
   return np.all(keypoints != MISSING, axis=-1)
 
 
+#: Heatmap encodings (``config.pose.encoding``): the float Gaussian, or PATN's stored one-pixel maps.
+ENCODINGS = ("gaussian", "one_pixel")
+
+
 def keypoints_to_heatmaps(keypoints: np.ndarray, height: int, width: int,
-                          sigma: float) -> np.ndarray:
+                          sigma: float, encoding: str = "gaussian") -> np.ndarray:
   """Renders one Gaussian heatmap per joint.
 
   Channel ``k`` is ``exp(-((y - y_k)^2 + (x - x_k)^2) / (2 sigma^2))`` evaluated at the integer
@@ -76,19 +80,25 @@ def keypoints_to_heatmaps(keypoints: np.ndarray, height: int, width: int,
   every value below 1 truncates to 0 and each channel becomes a **one-pixel map** (1 at the
   keypoint, 0 elsewhere; see menyifang/ADGAN#12). We deliberately use the **true float Gaussian**
   instead. Networks trained on one encoding see a different input distribution under the other, so
-  **checkpoints do not transfer between the two encodings** (e.g. converted PATN/RATE-Net weights).
+  **checkpoints do not transfer between the two encodings**. ``encoding='one_pixel'`` reproduces
+  the stored maps for PATN's released DeepFashion weights (``config.pose.encoding``): channel ``k``
+  is 1 at the pixel nearest the keypoint (``round(y_k), round(x_k)``; the annotations are integer
+  pixels, where this is exactly where the uint8 Gaussian is 1) and 0 elsewhere, all zeros for a
+  missing joint or one outside the image; ``sigma`` is then unused.
 
   Args:
     keypoints: float ``[18, 2]`` or batched ``[..., 18, 2]`` (y, x) pixel coordinates, -1 = missing.
     height: H, image height in pixels (> 0).
     width: W, image width in pixels (> 0).
     sigma: Gaussian standard deviation in pixels (> 0); PATN uses 6 at 256×176.
+    encoding: ``'gaussian'`` (default) or ``'one_pixel'`` (PATN's uint8 maps, see above).
 
   Returns:
-    float32 ``[..., H, W, 18]`` heatmaps in ``[0, 1]``.
+    float32 ``[..., H, W, 18]`` heatmaps in ``[0, 1]`` (``{0, 1}`` for ``'one_pixel'``).
 
   Raises:
-    ValueError: keypoints not of shape ``[..., 18, 2]``, non-positive size or sigma.
+    ValueError: keypoints not of shape ``[..., 18, 2]``, non-positive size or sigma, an unknown
+      encoding.
   """
   keypoints = np.asarray(keypoints, dtype=np.float32)
   if keypoints.ndim < 2 or keypoints.shape[-2:] != (NUM_JOINTS, 2):
@@ -97,7 +107,15 @@ def keypoints_to_heatmaps(keypoints: np.ndarray, height: int, width: int,
     raise ValueError(f"height and width must be positive, got {height}x{width}")
   if not sigma > 0:
     raise ValueError(f"sigma must be positive, got {sigma}")
+  if encoding not in ENCODINGS:
+    raise ValueError(f"unknown pose encoding {encoding!r}; expected one of {ENCODINGS}")
   present = present_mask(keypoints)                                     # [..., 18]
+  if encoding == "one_pixel":
+    iy = np.round(keypoints[..., 0]).astype(np.int64)
+    ix = np.round(keypoints[..., 1]).astype(np.int64)
+    gy = (np.arange(height) == iy[..., None]) & present[..., None]      # [..., 18, H]
+    gx = np.arange(width) == ix[..., None]                               # [..., 18, W]
+    return np.einsum("...kh,...kw->...hwk", gy.astype(np.float32), gx.astype(np.float32))
   inv = np.float32(1.0 / (2.0 * sigma * sigma))
   ys = np.arange(height, dtype=np.float32)
   xs = np.arange(width, dtype=np.float32)

@@ -25,7 +25,7 @@ def test_read_annotations_sample():
   stacked = np.stack(list(annotations.values()))
   assert stacked.shape == (314, 18, 2) and stacked.dtype == np.float32
   present = pose.present_mask(stacked)
-  assert (~present).sum() == 1264  # data/README.md: 1,264 of 5,652 joints are missing
+  assert (~present).sum() == 1264  # hpt_jax/data/README.md: 1,264 of 5,652 joints are missing
   assert (stacked[~present] == -1).all()
   for keypoints in annotations.values():
     pose.validate_keypoints(keypoints, *SIZE)

@@ -12,16 +12,35 @@ for the presets and config fields, ``--print_config`` for the resolved config.
 
 Compilations are cached in ``~/.cache/hpt_jax/xla`` (``HPT_JAX_COMPILATION_CACHE=DIR`` moves it,
 ``=off`` disables it), so a rerun or a resume of the same config starts in seconds.
+
+SIGTERM (preemption) saves a checkpoint at the step reached and exits with status 143 within
+``config.preemption_grace_s`` seconds; rerun the same command to continue (docs/reliability.md).
 """
 
+import os
+import sys
 import time
 
 from absl import flags, logging
 from ml_collections import config_flags
-from hpt_jax import cli, parallel, registry, runs
+from hpt_jax import cli, parallel, preemption, registry, runs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, events, samples).")
+
+
+def warn_if_cpu(config) -> None:
+  """Warns once when a preset sized for an accelerator is about to train on the CPU backend."""
+  import jax
+  name = cli.config_arg(sys.argv) or ""
+  phases = config.get("phases")
+  steps = int(config.get("total_steps") or config.get("steps_per_level")
+              or (sum(int(p.total_steps) for p in phases.values()) if phases else 0))
+  message = parallel.cpu_step_warning(cli.config_flops_per_pair(name) if name else None, int(config.batch_size),
+                                      steps, backend=jax.default_backend(), cpu_cores=os.cpu_count() or 1,
+                                      what=f"--config={name}")
+  if message:
+    logging.warning("%s", message)
 
 
 def main(argv):
@@ -30,7 +49,9 @@ def main(argv):
   runs.quiet_library_logs()
   parallel.maybe_initialize_distributed()
   config = _CONFIG.value
+  preemption.install(config.get("preemption_grace_s", preemption.DEFAULT_GRACE_S))
   family = registry.get(config.model_name)
+  warn_if_cpu(config)
   logging.info("training %s in %s", config.model_name, _WORKDIR.value)
   family.train_module().train_and_evaluate(config, _WORKDIR.value)
   print(runs.run_summary(_WORKDIR.value, time.perf_counter() - t0), flush=True)

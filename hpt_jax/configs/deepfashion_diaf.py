@@ -44,6 +44,10 @@ PRESETS = {
     "cpu": "2 CPU cores: 128×128, widths 8, 600 flow / 200 generator / 100 pixel-warp steps, batch 4",
     "tiny": "tests: 64×64, widths 4, 2 steps per phase, batch 2",
 }
+
+#: Training FLOPs per pair of the generator phase's step by preset, for the CPU-backend warning of
+#: ``hpt-train``: ``launch/benchmark.py --config=deepfashion_diaf --flops_only`` (docs/performance.md).
+FLOPS_PER_PAIR = {"": 3.43e11}
 STEPS_PER_EPOCH = 11_158   # 89,262 training pairs (§4.1) / batch 8
 
 
@@ -81,6 +85,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 2000
   config.sample_every_steps = 1000
   config.keep_checkpoints = 3
+  config.preemption_grace_s = 25.0   # SIGTERM → save → exit 143 within this (docs/reliability.md)
 
   config.phases = ml_collections.ConfigDict(dict(
       flow=_phase(30 * STEPS_PER_EPOCH),

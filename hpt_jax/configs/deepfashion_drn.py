@@ -19,7 +19,7 @@ Presets (``--config=deepfashion_drn:PRESET``):
 
 Every field can be overridden on the command line (``--config.model.ngf=32``).
 The data default to the real sample vendored in ``hpt_jax/data/deepfashion_sample`` (:data:`hpt_jax.data.DEEPFASHION_SAMPLE`) (research-only
-licence, see ``data/README.md``); point ``data.images``/``data.annotations``/``data.pairs`` at the
+licence, see ``hpt_jax/data/README.md``); point ``data.images``/``data.annotations``/``data.pairs`` at the
 full release to train on it.
 """
 
@@ -36,6 +36,11 @@ PRESETS = {
     "tiny": "tests: 32×24, ngf 4, 1 PAT block, batch 2, 4 cycles",
     "benchmark": "the benchmark workload: paper size, global batch 16, bfloat16, VGG-19 taps",
 }
+
+#: Training FLOPs per pair (one 1-1-3 cycle) by preset, for the CPU-backend warning of
+#: ``hpt-train``: XLA's count from ``launch/benchmark.py --config=deepfashion_drn:benchmark
+#: --flops_only`` (docs/performance.md). Presets that a CPU runs in reasonable time are absent.
+FLOPS_PER_PAIR = {"": 2.98e12, "benchmark": 2.98e12}
 
 
 def _data(pairs: str) -> ml_collections.ConfigDict:
@@ -69,6 +74,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.sample_every_steps = 500
   config.eval_every_steps = 1000     # cheap eval metrics (SSIM, L1) to TensorBoard; 0 = off
   config.keep_checkpoints = 3
+  config.preemption_grace_s = 25.0   # SIGTERM → save → exit 143 within this (docs/reliability.md)
   config.dtype = "float32"           # or 'bfloat16' (mixed precision; parameters stay float32)
 
   config.data = _data("pairs_train.csv")

@@ -18,7 +18,7 @@ Presets (``--config=deepfashion_hpn:PRESET``):
 
 Every field can be overridden on the command line, e.g. ``--config.steps_per_level=200``.
 The data default to the real sample in ``hpt_jax/data/deepfashion_sample`` (research-only licence,
-``data/README.md``); see ``hpt_jax/configs/deepfashion_drn.py`` for the full-release paths.
+``hpt_jax/data/README.md``); see ``hpt_jax/configs/deepfashion_drn.py`` for the full-release paths.
 """
 
 import ml_collections
@@ -31,6 +31,10 @@ PRESETS = {
     "cpu": "2 CPU cores: bottleneck 64 channels, 60 steps per level, batch 4",
     "tiny": "tests: levels 16×12 → 32×24 → 64×48, bottleneck 8 channels, 2 steps per level",
 }
+
+#: Training FLOPs per pair of the last level's step by preset, for the CPU-backend warning of
+#: ``hpt-train``: ``launch/benchmark.py --config=deepfashion_hpn --flops_only`` (docs/performance.md).
+FLOPS_PER_PAIR = {"": 8.65e11}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -48,6 +52,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 5000
   config.sample_every_steps = 1000
   config.keep_checkpoints = 2
+  config.preemption_grace_s = 25.0   # SIGTERM → save → exit 143 within this (docs/reliability.md)
   config.eval_max_pairs = 0             # 0 = every pair of eval_data at the end of each level
   config.dtype = "float32"
 

@@ -7,7 +7,7 @@ For users' high-resolution data (e.g. Human3.6M or YouTube frames at 1024², the
 point ``data.images``/``data.annotations``/``data.pairs`` and ``eval_data.*`` at them, PATN file
 format, keypoints in pixels of the stored images, and set ``data.stored_size``/``eval_data.stored_size``
 to their (H, W)). The defaults read the bundled DeepFashion
-sample (research-only licence, ``data/README.md``) so the file runs as is; its 256×176 images are
+sample (research-only licence, ``hpt_jax/data/README.md``) so the file runs as is; its 256×176 images are
 resized (stretched) to each level's square size, which is only useful as a smoke test.
 
 Levels: 18 local descriptors at 64² and 128², 31 at 256² and 512², 44 at 1024² (§3.4); the local
@@ -29,6 +29,10 @@ PRESETS = {
     "tiny": "tests: every level at tiny width, 1 step per level (exercises the 1024² level on CPU)",
     "benchmark": "the paper's widths for launch/benchmark.py (one step of the 1024² level)",
 }
+
+#: Training FLOPs per pair of the 1024² level's step by preset, for the CPU-backend warning of
+#: ``hpt-train``: ``launch/benchmark.py --config=hpn_1024:benchmark --flops_only`` (docs/performance.md).
+FLOPS_PER_PAIR = {"": 3.85e12, "benchmark": 3.85e12}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:

@@ -3,7 +3,7 @@
 File format (PATN — Zhu et al., "Progressive Pose Attention Transfer for Person Image Generation",
 CVPR 2019, arXiv:1904.03349; code tengteng95/Pose-Transfer @ 281ee2d
 ``tool/generate_fashion_datasets.py``, ``tool/create_pairs_dataset.py``, ``data/keypoint.py``;
-data/README.md):
+hpt_jax/data/README.md):
 
 * **Annotation CSV** (``fasion-resize-annotation-*.csv``, ``annotation.csv`` of the vendored sample):
   first line ``name:keypoints_y:keypoints_x``; every other line ``NAME: [18 ints]: [18 ints]``,
