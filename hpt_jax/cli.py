@@ -23,8 +23,6 @@ launcher's ``main`` runs, so a rerun of the same config skips XLA compilation.
 from __future__ import annotations
 
 import difflib
-import glob
-import importlib.util
 import json
 import os
 import sys
@@ -32,10 +30,8 @@ from typing import Any, Callable, Sequence
 
 from absl import app, flags, logging
 
-from hpt_jax import errors
+from hpt_jax import configs, errors
 
-#: The packaged configs (``hpt_jax/configs/*.py``), installed with the wheel.
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 _HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
 
 #: Environment variable: the persistent compilation cache folder, or ``off`` (also ``0``, ``false``,
@@ -85,65 +81,23 @@ def config_arg(argv: Sequence[str]) -> str | None:
   return None
 
 
-def packaged_configs() -> dict[str, str]:
-  """``{name: file path}`` of the configs shipped in the package (``hpt_jax/configs/NAME.py``)."""
-  return {os.path.basename(p)[:-3]: p for p in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py")))
-          if not os.path.basename(p).startswith("_")}
-
-
-def resolve_config_arg(value: str) -> str:
-  """A ``--config`` value with a packaged config's name replaced by its file path.
-
-  ``--config`` takes a config file path or the name of a packaged config, each optionally with
-  ``:preset``: ``deepfashion_drn:cpu`` (also ``deepfashion_drn.py:cpu``) is the installed
-  ``hpt_jax/configs/deepfashion_drn.py``, from any directory. A path that exists is kept as it is,
-  so a user's own config file always wins. For the commands written before the configs moved into
-  the package, ``configs/NAME.py`` (any folder named ``configs``) that does not exist also means
-  the packaged ``NAME``.
-
-  Returns the value unchanged when it names no file and no packaged config (the caller reports it).
-  """
-  path, sep, preset = value.partition(":")
-  if os.path.isfile(path):
-    return value
-  packaged = packaged_configs()
-  name = os.path.basename(path)
-  name = name[:-3] if name.endswith(".py") else name
-  parent = os.path.dirname(os.path.normpath(path))
-  if name in packaged and (parent == "" or os.path.basename(parent) == "configs"):
-    return packaged[name] + sep + preset
-  return value
-
-
 def _resolve_argv(argv: Sequence[str]) -> list[str]:
   """``argv`` with the ``--config`` value passed through :func:`resolve_config_arg`."""
   out = list(argv)
   for i, a in enumerate(out[1:], 1):
     if a.startswith("--config="):
-      out[i] = "--config=" + resolve_config_arg(a.split("=", 1)[1])
+      out[i] = "--config=" + configs.resolve(a.split("=", 1)[1])
     elif a == "--config" and i + 1 < len(out):
-      out[i + 1] = resolve_config_arg(out[i + 1])
+      out[i + 1] = configs.resolve(out[i + 1])
   return out
-
-
-def _split_config_arg(value: str) -> tuple[str, str]:
-  path, _, preset = value.partition(":")
-  return path, preset
-
-
-def _load_config_module(path: str):
-  spec = importlib.util.spec_from_file_location("_hpt_config_" + os.path.basename(path)[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def config_flops_per_pair(value: str) -> float | None:
   """Training FLOPs per pair recorded for ``--config=value``'s preset (the config module's
   ``FLOPS_PER_PAIR``), or None where none is recorded (reduced presets, users' own configs)."""
-  path, preset = _split_config_arg(resolve_config_arg(value))
+  path, preset = configs.split(configs.resolve(value))
   try:
-    table = getattr(_load_config_module(path), "FLOPS_PER_PAIR", {})
+    table = getattr(configs.load_module(path), "FLOPS_PER_PAIR", {})
   except Exception:  # noqa: BLE001 - the config already loaded once; this is advisory only
     return None
   return table.get(preset)
@@ -151,15 +105,15 @@ def config_flops_per_pair(value: str) -> float | None:
 
 def presets(path: str) -> dict[str, str]:
   """``{preset: one-line description}`` of a config file (its ``PRESETS``; '' = the paper's size)."""
-  return dict(getattr(_load_config_module(path), "PRESETS", {"": "(the file's only config)"}))
+  return dict(getattr(configs.load_module(path), "PRESETS", {"": "(the file's only config)"}))
 
 
 def check_config_arg(value: str) -> None:
   """Raises :class:`UsageError` if ``--config=value`` names no file or an unknown preset."""
-  path, preset = _split_config_arg(resolve_config_arg(value))
+  path, preset = configs.split(configs.resolve(value))
   if not os.path.isfile(path):
-    names = ", ".join(packaged_configs())
-    close = difflib.get_close_matches(os.path.basename(path).removesuffix(".py"), list(packaged_configs()), n=1)
+    names = ", ".join(configs.packaged())
+    close = difflib.get_close_matches(os.path.basename(path).removesuffix(".py"), list(configs.packaged()), n=1)
     hint = f'; did you mean "{close[0]}"?' if close else ""
     raise UsageError(f"--config={value}: no such config file {path!r}{hint} (packaged configs, usable by "
                      f"name: {names})")
@@ -178,7 +132,7 @@ def _unknown_field_message(argv: Sequence[str], config_value: str | None, key_me
   suggestion = next((l for l in lines[1:] if l.startswith("Did you mean")), "")
   flag = next((a.split("=", 1)[0] for a in argv[1:]
                if a.startswith("--config.") and a.split("=", 1)[0].split(".")[-1] == key), f"--config.{key}")
-  where = _split_config_arg(config_value)[0] if config_value else "the config"
+  where = configs.split(config_value)[0] if config_value else "the config"
   msg = f"{flag}: {where} has no field {key!r}"
   if suggestion:
     msg += "; " + suggestion[0].lower() + suggestion[1:]
@@ -211,16 +165,16 @@ def config_help(value: str | None) -> str:
   """The help text's config part: presets and top-level fields (defaults of the chosen preset)."""
   if value is None:
     out = ["Packaged configs (--config=NAME[:PRESET], or any config file: --config=FILE.py[:PRESET]):"]
-    for name, path in packaged_configs().items():
+    for name, path in configs.packaged().items():
       out.append(f"  {name}")
       for name, desc in presets(path).items():
         out.append(f"    {name or '(none)':10s} {desc}")
     out.append("Give --config=NAME[:PRESET] --help for the config's fields and their defaults.")
     return "\n".join(out)
   check_config_arg(value)
-  path, preset = _split_config_arg(resolve_config_arg(value))
-  config = _load_config_module(path).get_config(preset or None)
-  shown = _split_config_arg(value)[0]
+  path, preset = configs.split(configs.resolve(value))
+  config = configs.load_module(path).get_config(preset or None)
+  shown = configs.split(value)[0]
   out = [f"Presets of {shown} (--config={shown}:PRESET):"]
   for name, desc in presets(path).items():
     out.append(f"  {name or '(none)':10s} {desc}")

@@ -84,7 +84,7 @@ import time
 _IMPORTED_AT = time.time()   # fallback process start for the time-to-first-step record
 from absl import flags, logging
 from ml_collections import config_flags
-from hpt_jax import checkpoints, cli, errors, parallel, runs
+from hpt_jax import checkpoints, cli, configs, errors, parallel, runs
 
 # Flag holders, defined by _define_flags() only when run as a script, so that importing this
 # module (tests) does not claim flag names such as --config in the global absl registry.
@@ -92,7 +92,7 @@ F: dict = {}
 
 
 def _define_flags() -> None:
-  F["config"] = config_flags.DEFINE_config_file("config", cli.resolve_config_arg("deepfashion_drn:benchmark"),
+  F["config"] = config_flags.DEFINE_config_file("config", configs.resolve("deepfashion_drn:benchmark"),
                                                 "Config file (file.py:preset).", lock_config=True)
   F["steps"] = flags.DEFINE_integer("steps", 20, "Timed steps (after the warm-up).", lower_bound=1)
   F["warmup"] = flags.DEFINE_integer("warmup", 3, "Untimed steps before timing.", lower_bound=0)
