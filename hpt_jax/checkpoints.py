@@ -2,8 +2,12 @@
 
 Training (:class:`StageCheckpointer`): one Orbax ``CheckpointManager`` per stage folder
 (``<workdir>/checkpoints/<stage>/<step>/``) holding the train state (item ``state``) and the grain
-iterator state (item ``data_iter``); Orbax writes to a temporary folder and renames it when
-complete, so an interrupted save never replaces a good checkpoint.
+iterator state (item ``data_iter``); Orbax writes to a temporary folder
+(``<step>.orbax-checkpoint-tmp-<time>``) and renames it when complete, so an interrupted save
+(``kill -9``, power loss) never replaces a good checkpoint and is never restored: the next run
+deletes such folders when it opens the stage (Orbax ``cleanup_tmp_directories``) and resumes from
+the newest complete step. A save that fails (disk full, unwritable folder) raises
+:class:`CheckpointSaveError`; the previous checkpoints stay as they were.
 
 Inference (:func:`restore_partial`): Orbax partial restore of the arrays generation needs
 (``params``, ``batch_stats``) from a training checkpoint, with a check that names every missing
@@ -13,7 +17,12 @@ or differently shaped array; :func:`save_tree` writes the inference-only layout
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import glob
 import os
+import shutil
+import time
 from typing import Any
 
 import logging as std_logging
@@ -48,22 +57,52 @@ class StageCheckpointer:
 
   def __init__(self, directory: str, max_to_keep: int = 3):
     self.directory = os.path.abspath(directory)
+    #: Seconds the last :meth:`save` took (None before the first).
+    self.last_save_s: float | None = None
+    half_written = sorted(glob.glob(os.path.join(self.directory, "*" + TMP_SUFFIX + "*")))
+    if half_written:
+      logging.warning("deleting %d half-written checkpoint(s) of an interrupted save: %s",
+                      len(half_written), ", ".join(os.path.basename(p) for p in half_written))
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=False)
+                                           enable_async_checkpointing=False,
+                                           cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self.manager.wait_until_finished()    # the clean-up of half-written folders
 
   def latest_step(self) -> int | None:
     """Step of the newest complete checkpoint, or None."""
     return self.manager.latest_step()
 
   def save(self, step: int, state: Any, data_iter=None) -> None:
-    """Saves ``state`` (and the iterator state) at ``step``; blocks until it is on disk."""
+    """Saves ``state`` (and the iterator state) at ``step``; blocks until it is on disk.
+
+    Sets :attr:`last_save_s`.
+
+    Raises:
+      CheckpointSaveError: the write failed (``OSError``: disk full, read-only or unwritable
+        folder, ...); the message names the folder, the reason and the checkpoint kept.
+    """
     import grain  # local: grain is only needed where data iterators are checkpointed
     items = {"state": ocp.args.StandardSave(state)}
     if data_iter is not None:
       items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
-    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
-    self.manager.wait_until_finished()
+    t0 = time.perf_counter()
+    try:
+      with _test_fault(step):
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        self.manager.wait_until_finished()
+    except OSError as e:
+      kept = self.manager.latest_step()
+      for tmp in glob.glob(os.path.join(self.directory, f"{step}{TMP_SUFFIX}*")):
+        shutil.rmtree(tmp, ignore_errors=True)     # frees the space a full disk needs
+      raise CheckpointSaveError(
+          f"saving checkpoint {self.directory}/{step} failed: {e}; "
+          + (f"the previous checkpoint {self.directory}/{kept} is kept" if kept is not None
+             else "no earlier checkpoint of this stage")
+          + "; the run stops instead of training on unsaved (free space or fix the folder's "
+          "permissions, then rerun the same command to resume)") from e
+    self.last_save_s = time.perf_counter() - t0
+    logging.info("saved checkpoint %s/%d in %.2f s", self.directory, step, self.last_save_s)
 
   def restore(self, abstract_state: Any, data_iter=None, step: int | None = None):
     """Restores the checkpoint at ``step`` (default: latest) into the abstract target.
@@ -104,6 +143,46 @@ class StageCheckpointer:
 def abstract_like(tree, sharding):
   """``jax.ShapeDtypeStruct`` pytree of ``tree`` (arrays or shape structs) carrying ``sharding``."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+#: Suffix of Orbax's temporary folders (``<step>.orbax-checkpoint-tmp-<time>``).
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
+#: Test-only fault injection inside :meth:`StageCheckpointer.save` (read only when set):
+#: ``pause:STEP:FILE`` — at the save of STEP, after the data are written and before Orbax's commit
+#: rename, create FILE and sleep (a test kills the process there); ``enospc:STEP`` — raise
+#: ``OSError(ENOSPC)`` at the same point, as a write to a full disk does.
+TEST_FAULT_ENV = "HPT_JAX_TEST_SAVE_FAULT"
+
+
+@contextlib.contextmanager
+def _test_fault(step: int):
+  spec = os.environ.get(TEST_FAULT_ENV)
+  parts = spec.split(":", 2) if spec else []
+  if len(parts) < 2 or int(parts[1]) != step:
+    yield
+    return
+  from orbax.checkpoint._src.path import atomicity
+  cls = atomicity.AtomicRenameTemporaryPath
+  original = cls.finalize
+
+  async def finalize(self, *args, **kwargs):
+    if parts[0] == "enospc":
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.get()))
+    with open(parts[2], "w") as f:
+      f.write(str(self.get()))
+    time.sleep(600)
+    return await original(self, *args, **kwargs)
+
+  cls.finalize = finalize
+  try:
+    yield
+  finally:
+    cls.finalize = original
+
+
+class CheckpointSaveError(errors.UserError, OSError):
+  """A checkpoint could not be written (disk full, unwritable folder); the message names the
+  folder, the reason and the checkpoint that is kept."""
 
 
 class CheckpointNotFoundError(errors.UserError, FileNotFoundError):

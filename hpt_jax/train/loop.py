@@ -1,4 +1,4 @@
-"""The training step loop every trainer shares: writers, progress, NaN guard, Ctrl-C save.
+"""The training step loop every trainer shares: writers, progress, NaN guard, Ctrl-C and SIGTERM saves.
 
 Mesh and sharding live in :mod:`hpt_jax.parallel`, checkpoints in :mod:`hpt_jax.checkpoints`,
 image helpers in :mod:`hpt_jax.image_io` and the run record in :mod:`hpt_jax.runs` (shared with
@@ -18,7 +18,11 @@ import jax
 import numpy as np
 from absl import logging
 
-from hpt_jax import errors, runs
+from hpt_jax import errors, preemption, runs
+
+#: Steps run by this process over all stages: the step id of the multi-process preemption sync
+#: point (the same on every process, as all run the same steps in lockstep).
+_steps_run = 0
 
 
 class NonFiniteLossError(errors.UserError, FloatingPointError):
@@ -95,6 +99,13 @@ def run_steps(state: Any, step_fn, next_batch, *, total_steps: int, ckpt,
   them (for the callbacks that are given). A ``KeyboardInterrupt`` between steps saves the state
   reached, then propagates. TensorBoard steps are ``step_offset + step`` and tags get ``prefix``.
 
+  Preemption (:mod:`hpt_jax.preemption`): after every step the loop asks whether to stop — a
+  SIGTERM received by this process, or on multi-process runs Orbax's
+  ``CheckpointManager.reached_preemption`` (the step every process agreed on) — and if so saves
+  the state and ``data_iter`` at that step (unless already saved), logs where it stopped and raises
+  :class:`hpt_jax.preemption.Preempted` (exit status 143). It tells :mod:`hpt_jax.preemption`
+  whether completed steps are unsaved, so a SIGTERM with nothing to save exits at once.
+
   Args:
     state: a train-state pytree with an int ``step`` field (steps already completed).
     step_fn: jitted ``(state, batch) -> (state, metrics)``; the state may be donated.
@@ -110,7 +121,11 @@ def run_steps(state: Any, step_fn, next_batch, *, total_steps: int, ckpt,
 
   Raises:
     NonFiniteLossError: a metric became NaN/Inf (the last periodic checkpoint is kept).
+    hpt_jax.preemption.Preempted: stopped after SIGTERM, at a saved step.
+    hpt_jax.checkpoints.CheckpointSaveError: a checkpoint could not be written (the previous one
+      is kept; the run stops rather than train on unsaved).
   """
+  global _steps_run
   start = step = int(state.step)
   stage = os.path.basename(ckpt.directory.rstrip("/"))
   progress = create_progress(total_steps, writer)
@@ -133,17 +148,46 @@ def run_steps(state: Any, step_fn, next_batch, *, total_steps: int, ckpt,
     logging.info("%s: %s compiled and run in %.1f s", stage, name, first_calls[name])
     return out
 
+  multi_process = jax.process_count() > 1
+  saved_step = start             # the newest step on disk (or the stage's starting point)
+  preemption.set_unsaved(False)
+
+  def should_stop() -> bool:
+    if multi_process:
+      return ckpt.manager.reached_preemption(_steps_run)
+    return preemption.stop_requested()
+
+  def stop() -> None:
+    t0 = time.perf_counter()
+    if saved_step != step:
+      ckpt.save(step, state, data_iter)
+      preemption.set_unsaved(False)
+      saved = f"checkpoint {ckpt.directory}/{step} saved in {time.perf_counter() - t0:.2f} s"
+    else:
+      saved = (f"checkpoint {ckpt.directory}/{step} already saved" if step > 0 else
+               "nothing to save")
+    left = preemption.seconds_left()
+    message = (f"preempted: {stage} stopped at step {step} of {total_steps}, {saved}"
+               + (f" ({left:.1f} s of the grace period left)" if left is not None else "")
+               + f"; exiting with status {preemption.EXIT_CODE}, rerun the same command to continue")
+    logging.warning("%s", message)
+    raise preemption.Preempted(message)
+
   if start < total_steps:
     logging.info("%s: steps %d → %d", stage, start, total_steps)
+    if not multi_process and should_stop():
+      stop()
   try:
     while step < total_steps:
       batch = next_batch()
       state, metrics = timed_first("train step", lambda: step_fn(state, batch))
       step += 1
+      _steps_run += 1
       if first_step_done is None:
         first_step_done = time.time()
       scalars = runs.host_scalars(metrics)
       check_finite(scalars, step)
+      preemption.set_unsaved(True)
       if progress is not None:
         progress(step)
       if due(log_every):
@@ -156,7 +200,12 @@ def run_steps(state: Any, step_fn, next_batch, *, total_steps: int, ckpt,
         writer.write_scalars(step_offset + step, {prefix + k: v for k, v in metrics_eval.items()})
       if due(checkpoint_every):
         ckpt.save(step, state, data_iter)
+        saved_step = step
+        preemption.set_unsaved(False)
       writer.flush()
+      preemption.maybe_signal_for_test(step, stage)
+      if should_stop():
+        stop()
   except KeyboardInterrupt:
     if int(state.step) > start and ckpt.latest_step() != int(state.step):
       logging.warning("interrupted at step %d: saving a checkpoint before exiting", int(state.step))
