@@ -63,6 +63,12 @@ def _data(pairs: str) -> ml_collections.ConfigDict:
       skip_bad_examples=False,
       flip=True,                    # random horizontal flip of the pair (train only).
       num_workers=0,
+      # Where the pairs come from: 'folder' (images/annotations/pairs above) or 'tfds' (a data set
+      # written by launch/prepare_data.py, which prints these overrides; ArrayRecord, no TensorFlow).
+      source="folder",
+      tfds_name="deepfashion_pose_transfer/crop_256x176",   # TFDS name/config ('tfds' only).
+      tfds_dir="",                  # TFDS data folder, local or gs://... ('' = ~/tensorflow_datasets).
+      split="train" if pairs == "pairs_train.csv" else "test",   # TFDS split or slice ('tfds' only).
   ))
 
 

@@ -20,7 +20,8 @@ Presets (``--config=deepfashion_drn:PRESET``):
 Every field can be overridden on the command line (``--config.model.ngf=32``).
 The data default to the real sample vendored in ``hpt_jax/data/deepfashion_sample`` (:data:`hpt_jax.data.DEEPFASHION_SAMPLE`) (research-only
 licence, see ``hpt_jax/data/README.md``); point ``data.images``/``data.annotations``/``data.pairs`` at the
-full release to train on it.
+full release to train on it, or prepare it as ArrayRecord with ``launch/prepare_data.py`` and set
+``data.source='tfds'`` (``data.tfds_name``, ``data.tfds_dir``, ``data.split``; README "Full datasets at scale").
 """
 
 import os
@@ -54,6 +55,12 @@ def _data(pairs: str) -> ml_collections.ConfigDict:
       skip_bad_examples=False,      # True: skip and count bad rows instead of stopping.
       flip=True,                    # random horizontal flip with the L/R joint swap (train only).
       num_workers=0,                # grain worker processes (0 = in-process).
+      # Where the pairs come from: 'folder' (images/annotations/pairs above) or 'tfds' (a data set
+      # written by launch/prepare_data.py, which prints these overrides; ArrayRecord, no TensorFlow).
+      source="folder",
+      tfds_name="deepfashion_pose_transfer/crop_256x176",   # TFDS name/config ('tfds' only).
+      tfds_dir="",                  # TFDS data folder, local or gs://... ('' = ~/tensorflow_datasets).
+      split="train" if pairs == "pairs_train.csv" else "test",   # TFDS split or slice ('tfds' only).
   ))
 
 

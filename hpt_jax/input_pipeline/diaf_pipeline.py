@@ -67,7 +67,7 @@ class _DiafLoader:
   """Turns an index into ``examples`` into one unbatched element (see create_diaf_dataset)."""
 
   def __init__(self, examples, config):
-    self._examples = list(examples)
+    self._examples = pipeline.example_sequence(examples)
     d = config.data
     self._size = tuple(int(s) for s in d.image_size)
     self._pad = int(d.pad_to_width)

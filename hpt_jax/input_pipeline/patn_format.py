@@ -33,6 +33,7 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -425,10 +426,8 @@ def _check_image(path: str, image_size: tuple[int, int] | None, context: str, ke
       f"(the config's data.stored_size){uncropped} for keypoint_x_offset={keypoint_x_offset:g} ({context})"), None, 0
 
 
-def _check_pair_image(images_dir, name, annotation, image_size, keypoint_x_offset,
-                      annotations_path, context):
+def _check_pair_image(path, annotation, image_size, keypoint_x_offset, annotations_path, context):
   """Checks one referenced image and its keypoints: returns (None or (reason, DataError), (H, W), crop_x)."""
-  path = os.path.join(images_dir, name)
   reason, error, size, crop = _check_image(path, image_size, context, keypoint_x_offset)
   if error is not None:
     return (reason, error), None, 0
@@ -445,6 +444,7 @@ def _check_pair_image(images_dir, name, annotation, image_size, keypoint_x_offse
 def load_pair_examples(images_dir: str | os.PathLike, annotations_path: str | os.PathLike,
                        pairs_path: str | os.PathLike, image_size: tuple[int, int] | None = None,
                        keypoint_x_offset: float = 0, skip_bad: bool = False,
+                       image_path: Callable[[str], str] | None = None,
                        ) -> tuple[list[PairExample], BadExampleReport]:
   """Reads and checks a PATN-format data set: annotations, pairs and every referenced image.
 
@@ -465,6 +465,9 @@ def load_pair_examples(images_dir: str | os.PathLike, annotations_path: str | os
     keypoint_x_offset: added to x of present joints (-40 for the full release's 256×256
       annotations with the 176-wide crop; 0 for the sample and PATN's resized CSVs).
     skip_bad: if True, bad examples are skipped and counted in the report instead of raising.
+    image_path: maps an image name of the CSVs to its file; default ``images_dir/NAME``
+      (``images_dir`` is then unused). The TFDS builder of the uncropped In-shop images uses it
+      for the release's nested ``img/`` tree (:mod:`hpt_jax.input_pipeline.tfds_builders`).
 
   Returns:
     ``(examples, report)``: the valid pairs in pairs-file order, and what was skipped (the caller
@@ -477,6 +480,8 @@ def load_pair_examples(images_dir: str | os.PathLike, annotations_path: str | os
       unreadable image or one of the wrong size. Also (always) for a bad CSV header or when no
       valid pair remains.
   """
+  if image_path is None:
+    image_path = lambda name: os.path.join(images_dir, name)  # noqa: E731
   report = BadExampleReport()
   annotations, skipped_rows = _read_annotation_rows(
       annotations_path, keypoint_x_offset, image_size, skip_bad, report)
@@ -494,7 +499,7 @@ def load_pair_examples(images_dir: str | os.PathLike, annotations_path: str | os
         fault = (UNANNOTATED_IMAGE, DataError(
             pairs_path, line, f"image {name!r} has no row in {os.fspath(annotations_path)}"))
       elif name not in checked:
-        fault, size, crops[name] = _check_pair_image(images_dir, name, annotations[name], image_size,
+        fault, size, crops[name] = _check_pair_image(image_path(name), annotations[name], image_size,
                                                      keypoint_x_offset, annotations_path,
                                                      f"pair on line {line} of {os.fspath(pairs_path)}")
         checked[name] = fault is None
@@ -511,7 +516,7 @@ def load_pair_examples(images_dir: str | os.PathLike, annotations_path: str | os
       report.skipped_pairs += 1
       continue
     examples.append(PairExample(
-        source_path=os.path.join(images_dir, source), target_path=os.path.join(images_dir, target),
+        source_path=image_path(source), target_path=image_path(target),
         source_keypoints=annotations[source][0], target_keypoints=annotations[target][0], row=line,
         stored_size=None if image_size is None else tuple(image_size),
         source_crop_x=crops.get(source, 0), target_crop_x=crops.get(target, 0)))

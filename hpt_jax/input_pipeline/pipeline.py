@@ -48,8 +48,8 @@ import grain
 import numpy as np
 from PIL import Image
 
-from hpt_jax import pose
-from hpt_jax.input_pipeline import patn_format
+from hpt_jax import errors, pose
+from hpt_jax.input_pipeline import patn_format, tfds_source
 
 BATCH_KEYS = ("source_image", "target_image", "source_pose", "target_pose",
               "source_keypoints", "target_keypoints", "pair_index")
@@ -152,8 +152,15 @@ def stored_size(data_config: Any) -> tuple[int, int] | None:
 
 
 def load_examples(data_config: Any, logger: Callable[[str], Any] | None = None,
-                  ) -> list[patn_format.PairExample]:
+                  ) -> Sequence[patn_format.PairExample]:
   """Loads and checks the pairs named by a ``config.data`` block (hpt_jax/configs/deepfashion_drn.py).
+
+  ``data_config.source`` picks where they come from: ``'folder'`` (the default, also for configs
+  without the field) reads the PATN files as below; ``'tfds'`` returns the lazy
+  :class:`hpt_jax.input_pipeline.tfds_source.TfdsPairs` of the prepared ArrayRecord data set
+  ``data_config.tfds_name`` in ``.tfds_dir``, split ``.split`` (checked and written by
+  ``launch/prepare_data.py``; no TensorFlow). Both give the same pairs in the same order for the
+  same release files, which every pipeline indexes alike.
 
   Calls :func:`hpt_jax.input_pipeline.patn_format.load_pair_examples` with ``data_config.images``,
   ``.annotations``, ``.pairs``, ``.keypoint_x_offset`` and ``.skip_bad_examples``. Every image
@@ -172,7 +179,15 @@ def load_examples(data_config: Any, logger: Callable[[str], Any] | None = None,
   Raises:
     patn_format.DataError: naming file and line, for bad data (unless ``skip_bad_examples``) or
       when no valid pair remains.
+    hpt_jax.errors.ConfigError: an unknown ``source``; for ``'tfds'`` as
+      :func:`hpt_jax.input_pipeline.tfds_source.load_examples`.
   """
+  source = data_source(data_config)
+  if source == "tfds":
+    return tfds_source.load_examples(data_config, logger)
+  if source != "folder":
+    raise errors.ConfigError(f"data.source={source!r}: expected 'folder' (PATN files) or 'tfds' (a prepared "
+                             "ArrayRecord data set, launch/prepare_data.py)")
   examples, report = patn_format.load_pair_examples(
       data_config.images, data_config.annotations, data_config.pairs,
       image_size=stored_size(data_config),
@@ -190,12 +205,25 @@ def load_examples(data_config: Any, logger: Callable[[str], Any] | None = None,
   return examples
 
 
+def data_source(data_config: Any) -> str:
+  """``data_config.source`` (``'folder'`` or ``'tfds'``); ``'folder'`` for configs without the field."""
+  if hasattr(data_config, "get"):
+    return data_config.get("source", "folder") or "folder"
+  return getattr(data_config, "source", "folder") or "folder"
+
+
+def example_sequence(examples: Sequence[patn_format.PairExample]) -> Sequence[patn_format.PairExample]:
+  """What a loader keeps: a lazy TFDS sequence as it is (listing it would read every record),
+  anything else as a list (the folder pipeline's behaviour)."""
+  return examples if isinstance(examples, tfds_source.TfdsPairs) else list(examples)
+
+
 class _PairLoader:
   """Turns an index into ``examples`` into one unbatched element (see create_pair_dataset)."""
 
   def __init__(self, examples: Sequence[patn_format.PairExample], image_size: tuple[int, int],
                sigma: float, pose_maps: bool = True, local_descriptors: int = 0):
-    self._examples = list(examples)
+    self._examples = example_sequence(examples)
     self._image_size = tuple(int(s) for s in image_size)
     self._sigma = float(sigma)
     self._pose_maps = pose_maps
