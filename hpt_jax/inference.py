@@ -318,6 +318,13 @@ def _check_config(config, workdir: str, directory: str) -> None:
     raise ConfigMismatchError(_mismatch_message(directory, workdir, "; ".join(differences)))
 
 
+def _pose_maps(config, keypoints: np.ndarray, h: int, w: int) -> np.ndarray:
+  """PATN heatmaps [..., h, w, 18] of ``config.pose``: σ = ``pose.sigma`` Gaussians, or PATN's
+  one-pixel maps with ``pose.encoding='one_pixel'`` (:func:`hpt_jax.pose.keypoints_to_heatmaps`)."""
+  return pose.keypoints_to_heatmaps(keypoints, h, w, float(config.pose.sigma),
+                                    config.pose.get("encoding", "gaussian"))
+
+
 # =================================================================================== DRN
 class DRNModel(PoseTransferModel):
   """DRN / RATE-Net inference (DRN paper §IV-A): G_P's coarse output and the refined Ĩ_t = Ĩ_c + R_t.
@@ -345,7 +352,7 @@ class DRNModel(PoseTransferModel):
     h, w = self.model_size
     image, src_kp = pipeline.frame_image(source, source_kp, 0, self.model_size)
     tgt_kp = pipeline.frame_keypoints(target_kp, self.stored_size, 0, self.model_size)
-    heat = pose.keypoints_to_heatmaps(np.stack([src_kp, tgt_kp]), h, w, float(self.config.pose.sigma))
+    heat = _pose_maps(self.config, np.stack([src_kp, tgt_kp]), h, w)
     return {"source_image": image, "source_pose": heat[0], "target_pose": heat[1]}
 
   def _forward(self, variables, batch):
@@ -375,6 +382,50 @@ class DRNModel(PoseTransferModel):
     variables = {k: {"params": restored["params"][k]} for k in cls.networks}
     return cls(config, variables, source={"workdir": os.path.abspath(workdir), "steps": {"drn": step},
                                           "checkpoint": directory}, mesh=mesh, batch_size=batch_size)
+
+
+# =================================================================================== PATN
+class PATNModel(DRNModel):
+  """PATN inference (Zhu et al., CVPR 2019): the pose-transfer generator alone, typically the
+  authors' released weights imported by ``launch/import_checkpoint.py --family=patn``.
+
+  Output: ``image`` (the generator's output). Model frame and heatmaps as :class:`DRNModel`
+  (``pose.encoding='one_pixel'`` for PATN's DeepFashion weights). Variables: ``{'pose_branch':
+  {'params', 'batch_stats'?}}`` (batch statistics with ``model.norm='batch'``, Market-1501). The
+  family has no trainer: fine-tune the weights as DRN's pose branch (``init.pose_branch_checkpoint``).
+  """
+
+  family = "patn"
+  networks = ("pose_branch",)
+
+  def __init__(self, config, variables, **kw):
+    from hpt_jax.models import patn
+    self.model = patn.build_model(config.model, jnp.dtype(config.dtype))
+    PoseTransferModel.__init__(self, config, variables, **kw)
+
+  def image_rows(self):
+    return [("image", "model (PATN generator)")]
+
+  def description(self):
+    origin = self.source.get("torch_checkpoint") or self.source.get("exported") or "?"
+    return f"PATN generator from {origin}"
+
+  def _forward(self, variables, batch):
+    from hpt_jax.models import patn
+    return patn.generate(self.model, variables["pose_branch"], batch)
+
+  @classmethod
+  def abstract_variables(cls, config):
+    from hpt_jax.models import patn
+    return {"pose_branch": patn.abstract_variables(config.model, tuple(config.data.image_size))}
+
+  @classmethod
+  def restore(cls, config, workdir, *, step=None, level=None, mesh=None, batch_size=None):
+    del config, step, level, mesh, batch_size
+    raise CheckpointNotFoundError(
+        f"{workdir} has no inference.json: the patn family has no training checkpoints; import the authors' "
+        "weights first (python launch/import_checkpoint.py --family=patn --torch_checkpoint=FILE "
+        f"--config=deepfashion_patn --workdir={workdir})")
 
 
 # =================================================================================== HPN

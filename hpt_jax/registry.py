@@ -1,6 +1,6 @@
 """The model families and where each one's four parts live: one registry for every launcher.
 
-A *family* (DRN, HPN, DIAF; later PATN) is four things in obvious places:
+A *family* (DRN, HPN, DIAF, PATN) is four things in obvious places:
 
 * its Flax modules and pure ``generate`` — ``hpt_jax/models/<family>.py``;
 * its pure train step and training driver — ``hpt_jax/train/<family>.py``
@@ -35,7 +35,8 @@ class Family:
     name: ``config.model_name``.
     title: the paper's system, for messages and tables.
     models: module of its Flax networks and pure ``generate``.
-    train: module of its train step and driver (imported only by :meth:`train_module`).
+    train: module of its train step and driver (imported only by :meth:`train_module`); empty
+      for an inference-only family.
     inference: class name in :mod:`hpt_jax.inference`.
     config: the config file of the published setting, relative to the repository root.
     checkpoints: the training checkpoint folders under ``<workdir>/checkpoints/``.
@@ -54,7 +55,15 @@ class Family:
     return importlib.import_module(self.models)
 
   def train_module(self) -> ModuleType:
-    """The family's training module (``train_and_evaluate``, ``benchmark_workload``)."""
+    """The family's training module (``train_and_evaluate``, ``benchmark_workload``).
+
+    Raises:
+      hpt_jax.errors.ConfigError: an inference-only family (``train`` empty, e.g. ``patn``).
+    """
+    if not self.train:
+      raise errors.ConfigError(f"config.model_name={self.name!r} has no trainer (inference only: import weights "
+                               "with launch/import_checkpoint.py; fine-tune them as DRN's pose branch with "
+                               "--config=deepfashion_drn --config.init.pose_branch_checkpoint=DIR)")
     return importlib.import_module(self.train)
 
   def inference_class(self) -> type:
@@ -69,6 +78,9 @@ FAMILIES: dict[str, Family] = {
                   "hpt_jax/configs/deepfashion_hpn.py", "level_<H>x<W>/<step>/ (one per resolution level)"),
     "diaf": Family("diaf", "DIAF", "hpt_jax.models.diaf", "hpt_jax.train.diaf", "DIAFModel",
                    "hpt_jax/configs/deepfashion_diaf.py", "{flow,generator,pixel_warp}/<step>/ (one per phase)"),
+    # Inference only (imported weights, launch/import_checkpoint.py); fine-tune as DRN's pose branch.
+    "patn": Family("patn", "PATN", "hpt_jax.models.patn", "", "PATNModel",
+                   "hpt_jax/configs/deepfashion_patn.py", "none (imported: inference.json + variables/)"),
 }
 
 

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 
-from hpt_jax import registry
+from hpt_jax import errors, registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,13 +107,20 @@ def test_registry_names_every_familys_four_parts():
     assert family.name == name
     assert os.path.isfile(os.path.join(REPO, family.config))
     for module in (family.models, family.train):
-      assert os.path.isfile(os.path.join(REPO, *module.split(".")) + ".py"), module
-    train_src = open(os.path.join(REPO, *family.train.split(".")) + ".py").read()
-    assert "def train_and_evaluate(" in train_src and "def benchmark_workload(" in train_src
+      assert not module and name == "patn" or os.path.isfile(os.path.join(REPO, *module.split(".")) + ".py"), module
+    if family.train:
+      train_src = open(os.path.join(REPO, *family.train.split(".")) + ".py").read()
+      assert "def train_and_evaluate(" in train_src and "def benchmark_workload(" in train_src
     assert family.inference_class().family == name
   try:
-    registry.get("patn")
+    registry.FAMILIES["patn"].train_module()
+  except errors.ConfigError as e:
+    assert "no trainer" in str(e) and "init.pose_branch_checkpoint" in str(e)
+  else:
+    raise AssertionError("no error for training an inference-only family")
+  try:
+    registry.get("nosuch")
   except registry.UnknownFamilyError as e:
-    assert "config.model_name='patn'" in str(e) and "'diaf', 'drn', 'hpn'" in str(e)
+    assert "config.model_name='nosuch'" in str(e) and "'diaf', 'drn', 'hpn', 'patn'" in str(e)
   else:
     raise AssertionError("no error for an unknown family")

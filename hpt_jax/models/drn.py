@@ -33,7 +33,7 @@ divisible by ``2**n_downsampling``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -44,31 +44,59 @@ from hpt_jax import errors, layers
 Dtype = Any
 
 
+def _norm_layer(norm: str, dtype: Dtype, deterministic: bool) -> "Callable[[jax.Array, str], jax.Array]":
+  """The normalisation after each conv of G_P: ``norm(x, name)``.
+
+  ``'instance'``: PyTorch ``InstanceNorm2d(affine=False)`` (no parameters; PATN's DeepFashion and
+  RATE-Net setting). ``'batch'``: ``BatchNorm2d(affine=True)`` in inference mode (running
+  statistics, eps 1e-5; variables ``<name>/scale``, ``<name>/bias`` and ``batch_stats``
+  ``<name>/mean``, ``<name>/var``), PATN's Market-1501 setting (``--norm batch``, Zhu et al.,
+  CVPR 2019; tengteng95/Pose-Transfer @ 281ee2d README.md). Batch norm is inference-only here.
+
+  Raises:
+    hpt_jax.errors.ConfigError: an unknown ``norm``, or ``'batch'`` with ``deterministic=False``
+      (training with batch norm is not supported).
+  """
+  if norm == "instance":
+    return lambda x, name: layers.instance_norm(x)
+  if norm == "batch":
+    if not deterministic:
+      raise errors.ConfigError("model.norm='batch' is inference-only (imported Market-1501 PATN weights); "
+                               "train with model.norm='instance'")
+    return lambda x, name: nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                                        name=name)(x)
+  raise errors.ConfigError(f"unknown model.norm {norm!r}; expected 'instance' or 'batch'")
+
+
 class PATBlock(nn.Module):
   """Pose-attentional transfer block (PATN ``PATBlock``, cated_stream2 for blocks 2–9).
 
-  Image stream: pad→conv3→IN→act→dropout→pad→conv3→IN. Pose stream (input ``d`` channels in the
-  first block, ``2d`` after): pad→conv3 (keeps width)→IN→act→dropout→pad→conv3 (→d), no final
-  norm. ``att = sigmoid(pose_out)``; ``img_new = img + img_out · att``; the next pose input is
-  ``concat(pose_out (pre-sigmoid), img_new)``.
+  Image stream: pad→conv3→norm→act→dropout→pad→conv3→norm. Pose stream (input ``d`` channels in
+  the first block, ``2d`` after): pad→conv3 (keeps width)→norm→act→dropout→pad→conv3 (→d), no
+  final norm. ``att = sigmoid(pose_out)``; ``img_new = img + img_out · att``; the next pose input
+  is ``concat(pose_out (pre-sigmoid), img_new)``. With ``norm='batch'`` the convs have no bias
+  (PATN ``use_bias = norm is InstanceNorm2d``).
   """
 
   dim: int
   activation: str = "leaky_relu"
   dropout: float = 0.5
   dtype: Dtype = jnp.float32
+  norm: str = "instance"
 
   @nn.compact
   def __call__(self, img: jax.Array, pose: jax.Array, deterministic: bool) -> tuple[jax.Array, jax.Array]:
     """img [B, h, w, d], pose [B, h, w, d or 2d] → (img_new [B, h, w, d], next pose [B, h, w, 2d])."""
     act = layers.get_activation(self.activation)
-    conv = lambda f, name: layers.Conv(f, 3, padding=1, kernel_init=layers.patn_normal_init,
+    norm = _norm_layer(self.norm, self.dtype, deterministic)
+    bias = self.norm == "instance"
+    conv = lambda f, name: layers.Conv(f, 3, padding=1, use_bias=bias, kernel_init=layers.patn_normal_init,
                                       dtype=self.dtype, name=name)
-    x = act(layers.instance_norm(conv(self.dim, "img_conv1")(img)))
+    x = act(norm(conv(self.dim, "img_conv1")(img), "img_norm1"))
     x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-    x = layers.instance_norm(conv(self.dim, "img_conv2")(x))
+    x = norm(conv(self.dim, "img_conv2")(x), "img_norm2")
 
-    p = act(layers.instance_norm(conv(pose.shape[-1], "pose_conv1")(pose)))
+    p = act(norm(conv(pose.shape[-1], "pose_conv1")(pose), "pose_norm1"))
     p = nn.Dropout(self.dropout)(p, deterministic=deterministic)
     p = conv(self.dim, "pose_conv2")(p)
 
@@ -78,37 +106,51 @@ class PATBlock(nn.Module):
 
 
 class _DownStream(nn.Module):
-  """PATN encoder stream: reflect-pad 3 conv7 → IN → act, then n× [conv3 s2 (zero pad 1) → IN → act]."""
+  """PATN encoder stream: reflect-pad 3 conv7 → norm → act, then n× [conv3 s2 (zero pad 1) → norm → act]."""
 
   ngf: int
   n_downsampling: int
   activation: str
   dtype: Dtype
+  norm: str = "instance"
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     act = layers.get_activation(self.activation)
-    x = layers.Conv(self.ngf, 7, padding=3, kernel_init=layers.patn_normal_init, dtype=self.dtype,
+    norm = _norm_layer(self.norm, self.dtype, deterministic)
+    bias = self.norm == "instance"
+    x = layers.Conv(self.ngf, 7, padding=3, use_bias=bias, kernel_init=layers.patn_normal_init, dtype=self.dtype,
                     name="conv_in")(x)
-    x = act(layers.instance_norm(x))
+    x = act(norm(x, "norm_in"))
     for i in range(self.n_downsampling):
-      x = layers.Conv(self.ngf * 2 ** (i + 1), 3, stride=2, padding=1, pad_mode="zero",
+      x = layers.Conv(self.ngf * 2 ** (i + 1), 3, stride=2, padding=1, pad_mode="zero", use_bias=bias,
                       kernel_init=layers.patn_normal_init, dtype=self.dtype, name=f"down_{i}")(x)
-      x = act(layers.instance_norm(x))
+      x = act(norm(x, f"down_{i}_norm"))
     return x
 
 
 class PoseTransferBranch(nn.Module):
-  """PATN pose-transfer branch G_P (``PATNetwork_v2``, ``models/model_variants_v2.py``).
+  """PATN pose-transfer branch G_P (``PATNetwork_v2``, ``models/model_variants_v2.py``), and PATN's
+  own generator (``PATNModel``, tengteng95/Pose-Transfer @ 281ee2d ``models/model_variants.py``)
+  with ``upsampling='transposed'``.
 
   ≈165.2 M parameters at ``ngf=64, n_downsampling=3, n_blocks=9`` (the reference count).
   Kernels are initialised N(0, 0.02) as PATN's ``init_weights``.
 
   Attributes:
     ngf: base width (64 in the paper).
-    n_downsampling: stride-2 convolutions per encoder stream (3 in RATE-Net).
+    n_downsampling: stride-2 convolutions per encoder stream (3 in RATE-Net, 2 in PATN).
     n_blocks: pose-attentional transfer blocks (9).
+    activation: after every norm (``'relu'`` in both reference codes).
+    dropout: inside the PAT blocks (0.5 in both reference codes; off when ``deterministic``).
     remat: rematerialise each PAT block in the backward pass (``jax.checkpoint``).
+    norm: ``'instance'`` (default) or ``'batch'`` (PATN Market-1501, inference only; see
+      :func:`_norm_layer`). With ``'batch'`` every conv but the last has no bias.
+    upsampling: ``'bilinear'`` (default; RATE-Net's ``PATNetwork_v2``: bilinear ×2
+      (align_corners=False) → reflect-pad 1 conv3 → norm → act) or ``'transposed'`` (PATN:
+      ``ConvTranspose2d(k=3, s=2, p=1, output_padding=1)`` → norm → act; kernel ``up_<i>/kernel``
+      [3, 3, in, out] applied as a forward conv of the 2-dilated input, padding (1, 2), i.e. the
+      PyTorch weight [in, out, kh, kw] transposed to [kh, kw, in, out] and flipped spatially).
   """
 
   ngf: int = 64
@@ -118,6 +160,8 @@ class PoseTransferBranch(nn.Module):
   dropout: float = 0.5
   remat: bool = False
   dtype: Dtype = jnp.float32
+  norm: str = "instance"
+  upsampling: str = "bilinear"
 
   @nn.compact
   def __call__(self, source_image: jax.Array, source_pose: jax.Array, target_pose: jax.Array,
@@ -133,27 +177,40 @@ class PoseTransferBranch(nn.Module):
     Returns:
       ``(guidance, coarse)``: the guidance map F_t [B, H/2^n, W/2^n, ngf·2^n] (the image stream
       after the last PAT block, in ``dtype``) and the coarse image Ĩ_c [B, H, W, 3] in [-1, 1]
-      (float32).
+      (float32). PATN's generator returns only the image.
+
+    Raises:
+      hpt_jax.errors.ConfigError: an unknown ``norm`` or ``upsampling``; ``norm='batch'`` when
+        not ``deterministic``.
     """
+    if self.upsampling not in ("bilinear", "transposed"):
+      raise errors.ConfigError(f"unknown model.upsampling {self.upsampling!r}; expected 'bilinear' or 'transposed'")
     act = layers.get_activation(self.activation)
-    img = _DownStream(self.ngf, self.n_downsampling, self.activation, self.dtype,
-                      name="image_stream")(source_image.astype(self.dtype))
+    norm = _norm_layer(self.norm, self.dtype, deterministic)
+    bias = self.norm == "instance"
+    img = _DownStream(self.ngf, self.n_downsampling, self.activation, self.dtype, self.norm,
+                      name="image_stream")(source_image.astype(self.dtype), deterministic)
     pose_in = jnp.concatenate([source_pose, target_pose], axis=-1).astype(self.dtype)
-    pose = _DownStream(self.ngf, self.n_downsampling, self.activation, self.dtype,
-                       name="pose_stream")(pose_in)
+    pose = _DownStream(self.ngf, self.n_downsampling, self.activation, self.dtype, self.norm,
+                       name="pose_stream")(pose_in, deterministic)
     block_cls = nn.remat(PATBlock, static_argnums=(3,)) if self.remat else PATBlock
     dim = self.ngf * 2 ** self.n_downsampling
     for i in range(self.n_blocks):
-      img, pose = block_cls(dim, self.activation, self.dropout, self.dtype, name=f"pat_block_{i}")(
+      img, pose = block_cls(dim, self.activation, self.dropout, self.dtype, self.norm, name=f"pat_block_{i}")(
           img, pose, deterministic)
     guidance = img
 
     x = img
     for i in range(self.n_downsampling):
-      x = layers.upsample(x, "bilinear")
-      x = layers.Conv(dim // 2 ** (i + 1), 3, padding=1, kernel_init=layers.patn_normal_init,
-                      dtype=self.dtype, name=f"up_{i}")(x)
-      x = act(layers.instance_norm(x))
+      features = dim // 2 ** (i + 1)
+      if self.upsampling == "transposed":
+        x = nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), use_bias=bias,
+                             kernel_init=layers.patn_normal_init, dtype=self.dtype, name=f"up_{i}")(x)
+      else:
+        x = layers.upsample(x, "bilinear")
+        x = layers.Conv(features, 3, padding=1, use_bias=bias, kernel_init=layers.patn_normal_init,
+                        dtype=self.dtype, name=f"up_{i}")(x)
+      x = act(norm(x, f"up_{i}_norm"))
     x = layers.Conv(3, 7, padding=3, kernel_init=layers.patn_normal_init, dtype=self.dtype,
                     name="conv_out")(x)
     return guidance, jnp.tanh(x.astype(jnp.float32))
@@ -289,6 +346,14 @@ class ResnetDiscriminator(nn.Module):
     return x.astype(jnp.float32)
 
 
+def pose_branch(model_config, dtype: Dtype = jnp.float32) -> PoseTransferBranch:
+  """G_P from ``config.model`` (``ngf, n_downsampling, n_blocks, activation, dropout, remat`` and
+  the optional ``norm`` (default ``'instance'``), ``upsampling`` (default ``'bilinear'``))."""
+  m = model_config
+  return PoseTransferBranch(m.ngf, m.n_downsampling, m.n_blocks, m.activation, m.dropout, m.remat, dtype,
+                            norm=m.get("norm", "instance"), upsampling=m.get("upsampling", "bilinear"))
+
+
 def build_models(model_config, dtype: Dtype = jnp.float32) -> dict[str, nn.Module]:
   """Builds G_P, G_T, D_A and D_S from ``config.model``.
 
@@ -304,8 +369,7 @@ def build_models(model_config, dtype: Dtype = jnp.float32) -> dict[str, nn.Modul
   feature_dim = m.ngf * 2 ** m.n_downsampling
   disc = lambda: ResnetDiscriminator(m.ndf, m.d_downsampling, m.d_blocks, m.activation, m.d_dropout, dtype)
   return {
-      "pose_branch": PoseTransferBranch(m.ngf, m.n_downsampling, m.n_blocks, m.activation, m.dropout,
-                                        m.remat, dtype),
+      "pose_branch": pose_branch(m, dtype),
       "detail": DetailReplenishingModule(feature_dim, m.n_downsampling, m.style_nf, m.style_dim, m.mlp_dim,
                                          m.n_adain_resblocks, m.activation, dtype),
       "disc_appearance": disc(),
