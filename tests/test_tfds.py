@@ -216,6 +216,30 @@ def test_prepare_data_counts_faults_and_names_missing_files(tmp_path, capsys):
   assert "Traceback" not in proc.stderr
 
 
+def test_prepare_data_interrupted_leaves_nothing_and_reruns(tmp_path, monkeypatch):
+  """An interrupt while writing (here an exception after 5 pairs; Ctrl-C unwinds the same way)
+  leaves no data set and no incomplete folder; the rerun writes it whole."""
+  from hpt_jax.input_pipeline import tfds_builders
+  manual = _manual_dir(tmp_path / "manual", "market1501")
+  original = tfds_builders._PoseTransferBuilder._generate_examples
+
+  def interrupted(self, examples):
+    for i, item in enumerate(original(self, examples)):
+      if i == 5:
+        raise RuntimeError("interrupted")
+      yield item
+  monkeypatch.setattr(tfds_builders._PoseTransferBuilder, "_generate_examples", interrupted)
+  with pytest.raises(RuntimeError, match="interrupted"):
+    prepare_data.prepare("market1501", manual, str(tmp_path / "data"), echo=lambda *_: None, show_progress=False)
+  config_dir = tmp_path / "data" / "market1501_pose_transfer" / "crop_128x64"
+  assert not config_dir.exists() or os.listdir(config_dir) == []
+  monkeypatch.setattr(tfds_builders._PoseTransferBuilder, "_generate_examples", original)
+  result = prepare_data.prepare("market1501", manual, str(tmp_path / "data"), echo=lambda *_: None, show_progress=False)
+  assert not result["reused"] and result["splits"]["train"] == len(
+      patn_format.read_pairs(os.path.join(MARKET1501_SAMPLE, "pairs_train.csv")))
+  assert os.listdir(config_dir) == ["1.0.0"]
+
+
 _NO_TF = r"""
 import importlib.abc, sys
 class NoTF(importlib.abc.MetaPathFinder):       # TensorFlow absent, as on the accelerator machines

@@ -11,9 +11,10 @@ Usage::
    :mod:`hpt_jax.input_pipeline.tfds_builders`).
 2. Validates every row of the train and test annotation and pair CSVs and every image they name,
    as the folder pipeline does (:func:`hpt_jax.input_pipeline.patn_format.load_pair_examples`):
-   prints the count of each fault type and file and line of the first few. With faults it stops
+   with a progress bar and ETA (tqdm, as TFDS's own bars while writing). It prints the count of
+   each fault type and file and line of the first few. With faults it stops
    (exit 1) unless ``--skip_bad`` (then those pairs are left out).
-3. Writes the ArrayRecord files with TFDS (progress bars with ETA), into a temporary
+3. Writes the ArrayRecord files with TFDS, into a temporary
    ``incomplete.*`` folder renamed when complete: interrupting is safe, a rerun starts that
    split set again, and a rerun after success only prints the result.
 4. Prints the size on disk and the config overrides that train on it (``data.source='tfds'``).
@@ -72,7 +73,7 @@ def _size(path) -> int:
 
 
 def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, builder_config: str | None = None,
-            skip_bad: bool = False, echo=print) -> dict:
+            skip_bad: bool = False, echo=print, show_progress: bool = True) -> dict:
   """Validates the release files in ``manual_dir`` and writes the TFDS ArrayRecord data set.
 
   Args:
@@ -82,6 +83,7 @@ def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, builder_
     builder_config: a config name of the builder (None = its default).
     skip_bad: leave out pairs with faults instead of raising.
     echo: where the report lines go.
+    show_progress: progress bars with ETA (tqdm, on stderr) while checking and writing.
 
   Returns:
     ``{'name': 'builder/config', 'path': prepared folder, 'splits': {split: pairs}, 'bytes': size,
@@ -95,9 +97,12 @@ def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, builder_
   """
   try:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    import tqdm  # pylint: disable=import-outside-toplevel  # a dependency of tensorflow-datasets
     from hpt_jax.input_pipeline import tfds_builders  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise errors.missing_extra("launch/prepare_data.py", "tfds", e) from e
+  if not show_progress:
+    tfds.disable_progress_bar()
   if dataset not in tfds_builders.BUILDERS:
     raise errors.ConfigError(f"--dataset={dataset!r}: expected one of {sorted(tfds_builders.BUILDERS)}")
   cls = tfds_builders.BUILDERS[dataset]
@@ -121,7 +126,9 @@ def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, builder_
       start = time.perf_counter()
       echo(f"validating {split}: every row of {config.annotations[split]} and {config.pairs[split]} and "
            f"every image they name ...")
-      examples, report = tfds_builders.validate_split(config, manual_dir, split)
+      examples, report = tfds_builders.validate_split(
+          config, manual_dir, split, progress=lambda rows, s=split: tqdm.tqdm(
+              rows, desc=f"checking {s} pairs", unit=" pairs", mininterval=1.0, disable=not show_progress))
       validated[split] = examples
       result["report"][split] = dict(report.counts)
       bad += report.total + report.skipped_pairs

@@ -34,6 +34,7 @@ import json
 import math
 import os
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -445,6 +446,7 @@ def load_pair_examples(images_dir: str | os.PathLike, annotations_path: str | os
                        pairs_path: str | os.PathLike, image_size: tuple[int, int] | None = None,
                        keypoint_x_offset: float = 0, skip_bad: bool = False,
                        image_path: Callable[[str], str] | None = None,
+                       progress: Callable[[list], Any] | None = None,
                        ) -> tuple[list[PairExample], BadExampleReport]:
   """Reads and checks a PATN-format data set: annotations, pairs and every referenced image.
 
@@ -468,6 +470,8 @@ def load_pair_examples(images_dir: str | os.PathLike, annotations_path: str | os
     image_path: maps an image name of the CSVs to its file; default ``images_dir/NAME``
       (``images_dir`` is then unused). The TFDS builder of the uncropped In-shop images uses it
       for the release's nested ``img/`` tree (:mod:`hpt_jax.input_pipeline.tfds_builders`).
+    progress: wraps the list of pair rows for the checking loop, e.g. ``lambda rows: tqdm(rows)``
+      for a progress bar with ETA (``launch/prepare_data.py``); None = no progress display.
 
   Returns:
     ``(examples, report)``: the valid pairs in pairs-file order, and what was skipped (the caller
@@ -490,7 +494,7 @@ def load_pair_examples(images_dir: str | os.PathLike, annotations_path: str | os
   checked: dict[str, bool] = {}    # image name -> passed the image and keypoint checks
   crops: dict[str, int] = {}       # image name -> left column of the stored frame in the file
   examples = []
-  for source, target, line in pairs:
+  for source, target, line in (pairs if progress is None else progress(pairs)):
     fault = None                   # (reason, error); reason None = bad record counted already
     for name in (source, target):
       if checked.get(name) is False or (name in skipped_rows and name not in annotations):

@@ -202,9 +202,12 @@ def check_release(config: PoseTransferConfig, manual_dir: str | os.PathLike, dat
         "or MANUAL_DOWNLOAD_INSTRUCTIONS in hpt_jax/input_pipeline/tfds_builders.py)")
 
 
-def validate_split(config: PoseTransferConfig, manual_dir: str | os.PathLike, split: str,
+def validate_split(config: PoseTransferConfig, manual_dir: str | os.PathLike, split: str, progress=None,
                    ) -> tuple[list[patn_format.PairExample], patn_format.BadExampleReport]:
   """Checks every row of a split ('train' or 'test') as the folder pipeline does.
+
+  ``progress``: as in :func:`~hpt_jax.input_pipeline.patn_format.load_pair_examples` (a tqdm
+  wrapper shows a progress bar with ETA over the pair rows).
 
   Runs :func:`hpt_jax.input_pipeline.patn_format.load_pair_examples` with ``skip_bad=True`` on
   the release files (``config.stored_size``, ``config.keypoint_x_offset``).
@@ -226,7 +229,7 @@ def validate_split(config: PoseTransferConfig, manual_dir: str | os.PathLike, sp
   return patn_format.load_pair_examples(
       os.fspath(files.images), os.fspath(files.annotations), os.fspath(files.pairs),
       image_size=tuple(config.stored_size), keypoint_x_offset=config.keypoint_x_offset,
-      skip_bad=True, image_path=image_path)
+      skip_bad=True, image_path=image_path, progress=progress)
 
 
 class _PoseTransferBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
