@@ -21,7 +21,7 @@ import pytest
 from hpt_jax.data import DEEPFASHION_SAMPLE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ("hpt-train", "hpt-evaluate", "hpt-benchmark", "hpt-transfer", "hpt-fetch-models")
+SCRIPTS = ("hpt-train", "hpt-evaluate", "hpt-benchmark", "hpt-transfer", "hpt-fetch-models", "hpt-prepare-data")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,8 @@ def test_wheel_holds_packages_configs_sample_and_scripts(wheel):
   names = set(zipfile.ZipFile(wheel).namelist())
   for module in ("hpt_jax/__init__.py", "hpt_jax/cli.py", "hpt_jax/inference.py", "hpt_jax/train/loop.py",
                  "hpt_jax/models/drn.py", "hpt_jax/metrics/fid.py", "hpt_jax/input_pipeline/pipeline.py",
-                 "hpt_jax/commands/train.py", "hpt_jax/commands/transfer.py", "hpt_jax/data/__init__.py"):
+                 "hpt_jax/commands/train.py", "hpt_jax/commands/transfer.py", "hpt_jax/data/__init__.py",
+                 "hpt_jax/commands/prepare_data.py", "hpt_jax/input_pipeline/tfds_builders.py"):
     assert module in names, module
   configs = sorted(n for n in names if n.startswith("hpt_jax/configs/") and not n.endswith("__init__.py"))
   assert [os.path.basename(c) for c in configs] == sorted(
@@ -75,6 +76,10 @@ def test_wheel_holds_packages_configs_sample_and_scripts(wheel):
   base = [l for l in meta.splitlines() if l.startswith("Requires-Dist:") and "extra ==" not in l]
   assert any(l.startswith("Requires-Dist: jax") and "cuda" not in l for l in base)
   assert not any("tensorflow" in l or "cuda" in l or "tpu" in l for l in base), base
+  # Reading and writing TFDS ArrayRecord data sets: the tfds extra, not the base set.
+  tfds_extra = [l for l in meta.splitlines() if l.startswith("Requires-Dist:") and 'extra == "tfds"' in l]
+  assert any("array-record" in l for l in tfds_extra) and any("tensorflow-datasets" in l for l in tfds_extra)
+  assert not any("array-record" in l or "tensorflow-datasets" in l for l in base), base
 
 
 def test_installed_wheel_trains_from_another_directory(wheel, tmp_path):
