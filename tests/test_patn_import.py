@@ -203,3 +203,36 @@ def test_cli_errors_are_one_line(reference, tmp_path):
   err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
   assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert err[-1].startswith("error: data.image_size=(32, 17) must be divisible by 2**model.n_downsampling=8"), err[-1]
+
+
+def test_drn_pose_branch_starts_from_imported_weights(reference, tmp_path):
+  import jax
+
+  from hpt_jax import errors
+  from hpt_jax.configs import deepfashion_drn, deepfashion_patn
+  from hpt_jax.models import drn
+  from hpt_jax.train import drn as drn_train
+
+  meta, _ = reference
+  name = "patn_deepfashion"
+  spec = meta["modules"][name]
+  _import(tmp_path, reference, name, deepfashion_patn)
+  expected, _ = patn.convert_state_dict(torch_checkpoint.read_tensors(os.path.join(DATA, spec["file"])),
+                                        _model_config(spec), tuple(spec["image_size"]))
+  config = deepfashion_drn.get_config("tiny")
+  config.model.update(dict(ngf=2, n_blocks=2, n_downsampling=2, upsampling="transposed", activation="relu"))
+  config.init.pose_branch_checkpoint = str(tmp_path / name)
+
+  def target(model_config):
+    model = drn.build_models(model_config)["pose_branch"]
+    inputs = drn.init_inputs(model_config, "pose_branch", (32, 24))
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *inputs))["params"]
+
+  params = drn_train.load_pose_branch(config.init.pose_branch_checkpoint, config, target(config.model))
+  flat = jax.tree_util.tree_leaves_with_path(params)
+  assert len(flat) == len(jax.tree_util.tree_leaves(expected["params"]))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(params), expected["params"])
+  # Another G_P size: one line naming the imported model's fields.
+  config.model.ngf = 4
+  with pytest.raises(errors.ConfigError, match=r"set --config.model.ngf=2, --config.model.n_downsampling=2"):
+    drn_train.load_pose_branch(config.init.pose_branch_checkpoint, config, target(config.model))

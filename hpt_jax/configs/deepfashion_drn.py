@@ -97,9 +97,18 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
       activation="leaky_relu",       # paper §V; the reference code uses 'relu'
       dropout=0.5,                   # reference code (paper silent)
       remat=False,                   # rematerialise PAT blocks (memory for compute)
+      norm="instance",               # G_P's norm; 'batch' = PATN Market-1501 (inference only)
+      upsampling="bilinear",         # G_P's up path: RATE-Net's; 'transposed' = PATN's ConvTranspose2d
       style_nf=64, style_dim=128, mlp_dim=256,
       n_adain_resblocks=2,           # reference code; the paper says 6 residual blocks
       ndf=64, d_downsampling=2, d_blocks=3, d_dropout=0.5,
+  ))
+
+  config.init = ml_collections.ConfigDict(dict(
+      # An imported PATN folder (launch/import_checkpoint.py --family=patn) whose weights start G_P
+      # (DRN Table II "PB Fixed" starts from PATN's); model.ngf/n_downsampling/n_blocks/upsampling
+      # must match it (PATN: 64/2/9/'transposed', activation 'relu'). '' = random init.
+      pose_branch_checkpoint="",
   ))
 
   config.loss = ml_collections.ConfigDict(dict(

@@ -245,6 +245,59 @@ def sample_columns(generate_fn, params, batch) -> list[np.ndarray]:
           np.clip(out["refined"], -1, 1), host["target_image"]]
 
 
+def load_pose_branch(directory: str, config, target: Any, sharding=None) -> Any:
+  """G_P's parameters from an imported PATN folder (``config.init.pose_branch_checkpoint``).
+
+  The folder is the inference-only layout written by ``launch/import_checkpoint.py --family=patn``
+  (:func:`hpt_jax.inference.export`: ``inference.json`` + ``variables/``); only
+  ``pose_branch/params`` is read (Orbax partial restore). DRN's ablation "PB Fixed" (DRN paper,
+  Table II) starts G_P from PATN's released weights.
+
+  Args:
+    directory: the imported folder.
+    config: the DRN config (its ``model`` fields are compared with the imported model's).
+    target: G_P's freshly initialised params (shapes, dtypes).
+    sharding: where to place the restored arrays.
+
+  Returns:
+    the params tree, same structure as ``target``.
+
+  Raises:
+    hpt_jax.checkpoints.CheckpointNotFoundError: no ``inference.json`` in ``directory``.
+    hpt_jax.errors.ConfigError: batch-norm weights (Market-1501; not trainable here), or shapes that
+      do not fit ``config.model`` (the message names the imported model's fields to set).
+  """
+  import json
+
+  meta_path = os.path.join(directory, "inference.json")
+  if not os.path.isfile(meta_path):
+    raise checkpoints.CheckpointNotFoundError(
+        f"config.init.pose_branch_checkpoint={directory!r}: no inference.json (import the weights first: "
+        "python launch/import_checkpoint.py --family=patn --torch_checkpoint=FILE --config=deepfashion_patn "
+        f"--workdir={directory})")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  imported = meta.get("config", {}).get("model", {})
+  fields = ("ngf", "n_downsampling", "n_blocks", "activation", "norm", "upsampling")
+  hint = ", ".join(f"--config.model.{k}={imported[k]}" for k in fields if k in imported)
+  if imported.get("norm") == "batch":
+    raise errors.ConfigError(f"config.init.pose_branch_checkpoint={directory!r} holds batch-norm weights "
+                             "(PATN Market-1501): DRN trains with instance norm only")
+  differ = [k for k in fields if k in imported and config.model.get(k) != imported[k]]
+  if "pose_branch" not in meta.get("networks", []):
+    raise errors.ConfigError(f"config.init.pose_branch_checkpoint={directory!r} has no pose_branch network")
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), target)
+  try:
+    restored = checkpoints.restore_partial(os.path.join(directory, "variables"), {"pose_branch": {"params": shapes}})
+  except checkpoints.CheckpointMismatchError as e:
+    raise errors.ConfigError(f"config.init.pose_branch_checkpoint={directory!r} does not fit config.model "
+                             f"(set {hint}): {e}") from e
+  if differ:
+    logging.warning("G_P starts from %s, whose model fields differ: %s (same shapes; set %s to match)",
+                    directory, {k: (config.model.get(k), imported[k]) for k in differ}, hint)
+  return restored["pose_branch"]["params"]
+
+
 def train_and_evaluate(config, workdir: str) -> DRNState:
   """Trains the DRN for ``config.total_steps`` cycles, resuming from ``workdir`` if it has checkpoints.
 
@@ -288,6 +341,11 @@ def train_and_evaluate(config, workdir: str) -> DRNState:
     state = ckpt.restore(state, train_iter)
     logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
   start = int(state.step)
+  init_dir = config.init.pose_branch_checkpoint if "init" in config else ""
+  if start == 0 and init_dir:
+    pose_params = load_pose_branch(init_dir, config, state.params["pose_branch"], rep)
+    state = state.replace(params={**state.params, "pose_branch": pose_params})
+    logging.info("G_P initialised from %s", init_dir)
 
   writer = loop.create_writer(workdir)
   runs.write_config_json(workdir, config)
