@@ -26,6 +26,12 @@ Paper/code differences, each a config option (``hpt_jax/configs/deepfashion_drn.
   because layer *sizes* follow the reference code (17.7 M parameters in use).
 * ``dropout``: the reference runs dropout 0.5 inside the PAT blocks (``--no_dropout`` not
   passed); the paper is silent. Default 0.5 (code).
+* ``norm`` / ``upsampling`` (G_P only): ``'instance'`` / ``'bilinear'`` (RATE-Net's
+  ``PATNetwork_v2``). PATN's own generator (tengteng95/Pose-Transfer @ 281ee2d,
+  ``models/model_variants.py``) has a ``ConvTranspose2d`` up path (``'transposed'``) and, for
+  Market-1501, batch norm (``'batch'``, inference only); they load the authors' released weights
+  (:mod:`hpt_jax.models.patn`). Equality with both reference modules is tested on fixtures
+  (``tests/test_patn_import.py``).
 
 Images are NHWC float in [-1, 1]; heatmaps are [B, H, W, 18] in [0, 1]. ``H`` and ``W`` must be
 divisible by ``2**n_downsampling``.
