@@ -32,7 +32,7 @@ import os
 import pickle
 import struct
 import zipfile
-from typing import Any, BinaryIO, Dict, Union
+from typing import Any, Dict, Union
 
 import ml_dtypes
 import numpy as np

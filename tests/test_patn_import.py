@@ -12,13 +12,15 @@ seeded weights, their state dicts and their outputs on fixed inputs:
   ``models/model_variants_v2.py``): 3 down-samplings, bilinear up path, both outputs; zip format.
 
 Our Flax modules, filled by the importer's mapping, must reproduce the reference outputs to float32
-tolerance (measured max |Δ| at the fixtures' making: 2.4e-6, 1.7e-7 and 5.8e-6 on the images,
-2.7e-6 on the RATE-Net feature map, whose values reach 3.7).
+tolerance ``ATOL`` (measured max |Δ| on CPU, jitted: 2.6e-6, 1.3e-7 and 6.6e-6 on the images of
+PATN DeepFashion, PATN Market-1501 and RATE-Net; 2.4e-6 on the RATE-Net feature map, whose values
+reach 3.7).
 """
 
 import json
 import os
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -75,17 +77,17 @@ def test_equals_reference_module(reference, name):
     np.testing.assert_allclose(maps, ref[f"{name}/{side}_pose"], atol=1e-6)
 
   model = patn.build_model(config)
-  feature, image = model.apply(variables, ref[f"{name}/source_image"], ref[f"{name}/source_pose"],
-                               ref[f"{name}/target_pose"], True)
+  apply = jax.jit(lambda v, image, source, target: model.apply(v, image, source, target, True))
+  feature, image = apply(variables, ref[f"{name}/source_image"], ref[f"{name}/source_pose"],
+                         ref[f"{name}/target_pose"])
   expected = ref[f"{name}/image"]
   assert np.ptp(expected) > 0.5                       # a non-trivial output
   np.testing.assert_allclose(np.asarray(image), expected, atol=ATOL, rtol=0)
   if f"{name}/feature" in ref:
     np.testing.assert_allclose(np.asarray(feature), ref[f"{name}/feature"], atol=ATOL, rtol=0)
-  out = patn.generate(model, variables, {"source_image": ref[f"{name}/source_image"],
-                                         "source_pose": ref[f"{name}/source_pose"],
-                                         "target_pose": ref[f"{name}/target_pose"]})
-  np.testing.assert_array_equal(np.asarray(out["image"]), np.asarray(image))
+  out = jax.jit(lambda v, b: patn.generate(model, v, b))(
+      variables, {k: ref[f"{name}/{k}"] for k in ("source_image", "source_pose", "target_pose")})
+  np.testing.assert_allclose(np.asarray(out["image"]), np.asarray(image), atol=ATOL, rtol=0)
 
 
 def test_mismatch_lists_every_unmatched_missing_and_misshaped_key(reference):
@@ -236,3 +238,18 @@ def test_drn_pose_branch_starts_from_imported_weights(reference, tmp_path):
   config.model.ngf = 4
   with pytest.raises(errors.ConfigError, match=r"set --config.model.ngf=2, --config.model.n_downsampling=2"):
     drn_train.load_pose_branch(config.init.pose_branch_checkpoint, config, target(config.model))
+
+
+def test_one_pixel_encoding_rounds_and_drops_joints_outside():
+  kp = np.full((18, 2), -1.0, np.float32)
+  kp[0] = [3, 4]          # integer: exactly where PATN's uint8 Gaussian is 1
+  kp[1] = [2.6, 0.4]      # fractional (a resized frame): the nearest pixel
+  kp[2] = [100, 3]        # outside the image: nothing, as PATN's maps
+  maps = pose.keypoints_to_heatmaps(kp, 8, 6, 6.0, "one_pixel")
+  assert maps.shape == (8, 6, 18) and maps.dtype == np.float32
+  assert maps[3, 4, 0] == 1 and maps[3, 0, 1] == 1
+  np.testing.assert_array_equal(maps.sum(axis=(0, 1)), [1, 1] + [0] * 16)
+  uint8_gaussian = pose.keypoints_to_heatmaps(kp, 8, 6, 6.0).astype(np.uint8)   # PATN stores uint8
+  np.testing.assert_array_equal(uint8_gaussian[..., 0], maps[..., 0])
+  with pytest.raises(ValueError, match="unknown pose encoding"):
+    pose.keypoints_to_heatmaps(kp, 8, 6, 6.0, "disk")

@@ -111,7 +111,7 @@ def import_patn(config, torch_checkpoint: str, workdir: str, *, log=print) -> di
   torch_checkpoint_path = os.path.abspath(torch_checkpoint)
   tensors = reader.read_tensors(torch_checkpoint_path)
   changed = {}
-  with config.unlocked() if hasattr(config, "unlocked") else _null():
+  with config.unlocked():
     for field, value in infer_patn_fields(tensors).items():
       given = config.model.get(field)
       if given != value:
@@ -135,14 +135,6 @@ def import_patn(config, torch_checkpoint: str, workdir: str, *, log=print) -> di
   log(f"imported {len(tensors) - len(dropped)} tensors of {torch_checkpoint_path} into {workdir} "
       f"(inference.json, variables/, config.json)")
   return {"workdir": workdir, "changed": changed, "dropped": dropped, "tensors": len(tensors)}
-
-
-class _null:
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return False
 
 
 def main(argv):
