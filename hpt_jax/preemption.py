@@ -31,9 +31,10 @@ preemption service (started by ``jax.distributed.initialize``), and the loop ask
 .reached_preemption_sync_point``) after every step, so every process saves at the same step.
 
 Grain worker processes (``data.num_workers > 0``) run :func:`grain_worker_init`: they ignore
-SIGTERM and SIGINT sent by anyone but the training process (a signal to the whole process group
-or job must not kill them before the save, which reads the iterator position in the training
-process), and exit by themselves when the training process is gone.
+SIGTERM and SIGINT (a signal to the whole process group or job must not kill them before the
+save, which reads the iterator position in the training process), are stopped by the training
+process with SIGKILL (grain's own ``close``, or :func:`stop_grain_workers_at_exit`), and exit by
+themselves when the training process is gone.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ EXIT_CODE = 128 + signal.SIGTERM
 #: ``terminationGracePeriodSeconds`` is 30 s; 25 s leaves a margin).
 DEFAULT_GRACE_S = 25.0
 #: Test-only: ``STEP`` makes the loop send this process SIGTERM after that many steps of a
-#: stage (``STEP@STAGE`` for one stage folder, e.g. ``1@level_32x24``; a ``!group`` suffix sends it
-#: to the whole process group, grain workers included). Read only when set.
+#: stage (``STEP@STAGE`` for one stage folder, e.g. ``1@level_32x24``; a ``!group`` suffix has a
+#: ``kill`` process send it to the whole process group, grain workers included, as SLURM signals
+#: every process of a job). Read only when set.
 TEST_SIGNAL_ENV = "HPT_JAX_TEST_SIGTERM_AT_STEP"
 
 
@@ -143,7 +145,9 @@ def maybe_signal_for_test(step: int, stage: str) -> None:
   at, _, only = spec.partition("@")
   if int(at) == step and (not only or only == stage):
     if target == "group":
-      os.killpg(os.getpgid(0), signal.SIGTERM)
+      import subprocess
+      # (the kill process is in the group too and dies of it: its status is not checked)
+      subprocess.run(["kill", "-s", "TERM", "--", f"-{os.getpgid(0)}"], check=False)
     else:
       os.kill(os.getpid(), signal.SIGTERM)
 
@@ -194,27 +198,55 @@ def _watchdog() -> None:
 
 
 # ------------------------------------------------------------------ grain workers
-def grain_worker_init(worker_index: int = 0, worker_count: int = 1) -> None:
-  """``worker_init_fn`` of grain's ``mp_prefetch`` (module docstring).
+_GRAIN_PROCESS_PREFIX = "grain-process-prefetch"   # the name grain 0.2 gives its worker processes
+_reaper_registered = False
 
-  Blocks SIGTERM and SIGINT in the worker and waits for them in a thread: from the training
-  process (grain or multiprocessing stopping the worker) they end the worker as before; from
-  anyone else (a signal to the process group or the whole job) they are ignored. The same thread
-  exits the worker when the training process is gone (e.g. after ``kill -9``).
+
+def grain_worker_init(worker_index: int = 0, worker_count: int = 1) -> None:
+  """``worker_init_fn`` of grain's ``mp_prefetch``, run in each worker process (module docstring).
+
+  The worker ignores SIGTERM and SIGINT (a signal to the process group or to every process of a
+  job must not kill it before the training process has saved; it prints one line instead) and
+  exits by itself within a second when the training process is gone (e.g. after ``kill -9``).
+  The training process stops its workers with grain's own ``close`` (SIGKILL after a stop event)
+  or, at exit, :func:`stop_grain_workers_at_exit`'s SIGKILL, never with SIGTERM.
   """
   del worker_index, worker_count
   parent = os.getppid()
-  signals = {signal.SIGTERM, signal.SIGINT}
-  signal.pthread_sigmask(signal.SIG_BLOCK, signals)
 
-  def wait() -> None:
-    while True:
-      info = signal.sigtimedwait(signals, 1.0)
-      if info is None:
-        if os.getppid() != parent:
-          os._exit(0)  # pylint: disable=protected-access
-        continue
-      if info.si_pid == parent:
-        os._exit(128 + info.si_signo)  # pylint: disable=protected-access
+  def ignore(signum, frame) -> None:
+    del frame
+    print(f"grain worker {os.getpid()}: ignoring {signal.Signals(signum).name}; the training process "
+          "saves, then stops its workers", file=sys.stderr, flush=True)
 
-  threading.Thread(target=wait, name="hpt_jax-grain-worker-signals", daemon=True).start()
+  signal.signal(signal.SIGTERM, ignore)
+  signal.signal(signal.SIGINT, ignore)
+
+  def exit_with_parent() -> None:
+    while os.getppid() == parent:
+      time.sleep(1.0)
+    os._exit(0)  # pylint: disable=protected-access
+
+  threading.Thread(target=exit_with_parent, name="hpt_jax-grain-worker-parent", daemon=True).start()
+
+
+def stop_grain_workers_at_exit() -> None:
+  """Registers (once) an exit hook that SIGKILLs this process's grain workers still running.
+
+  It runs before :mod:`multiprocessing`'s own exit hook, which would send them SIGTERM (ignored,
+  :func:`grain_worker_init`) and wait for them forever.
+  """
+  global _reaper_registered
+  if _reaper_registered:
+    return
+  import atexit
+  atexit.register(_stop_grain_workers)
+  _reaper_registered = True
+
+
+def _stop_grain_workers() -> None:
+  import multiprocessing
+  for process in multiprocessing.active_children():
+    if process.name.startswith(_GRAIN_PROCESS_PREFIX):
+      process.kill()
+      process.join(5)

@@ -389,6 +389,7 @@ def batched_dataset(loader, num_examples: int, *, batch_size: int, seed: int, tr
     # Workers ignore SIGTERM/SIGINT from anyone but this process, so a preemption signal to the
     # whole job does not kill them before the checkpoint save (hpt_jax.preemption).
     from hpt_jax import preemption
+    preemption.stop_grain_workers_at_exit()
     ids = ids.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
                           worker_init_fn=preemption.grain_worker_init)
   return ids
