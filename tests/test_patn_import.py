@@ -253,3 +253,18 @@ def test_one_pixel_encoding_rounds_and_drops_joints_outside():
   np.testing.assert_array_equal(uint8_gaussian[..., 0], maps[..., 0])
   with pytest.raises(ValueError, match="unknown pose encoding"):
     pose.keypoints_to_heatmaps(kp, 8, 6, 6.0, "disk")
+
+
+def test_zip_rate_net_pose_branch_imports_with_its_fields_read_from_the_file(reference, tmp_path):
+  from hpt_jax import inference
+  from hpt_jax.configs import deepfashion_patn
+
+  _, ref = reference
+  name = "rate_net_pose_branch"
+  result, _ = _import(tmp_path, reference, name, deepfashion_patn)
+  assert result["changed"] == {"model.ngf": (64, 2), "model.n_downsampling": (2, 3), "model.n_blocks": (9, 2),
+                               "model.upsampling": ("transposed", "bilinear")}
+  model = inference.load(None, str(tmp_path / name))
+  assert model.source["format"] == "zip"
+  out = model.forward({k: ref[f"{name}/{k}"] for k in ("source_image", "source_pose", "target_pose")})
+  np.testing.assert_allclose(np.asarray(out["image"]), ref[f"{name}/image"], atol=ATOL, rtol=0)
