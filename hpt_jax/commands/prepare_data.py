@@ -21,8 +21,9 @@ Usage::
 
 Flags:
   --dataset         deepfashion or market1501.
-  --manual_dir      folder with the release files (PATN's fashion_data/ or market_data/), local or remote.
-  --data_dir        TFDS data folder to write (default: $TFDS_DATA_DIR or ~/tensorflow_datasets), local or gs://.
+  --manual_dir      folder with the release files (PATN's fashion_data/ or market_data/), local or mounted.
+  --data_dir        TFDS data folder to write (default: $TFDS_DATA_DIR or ~/tensorflow_datasets); a local
+                    or mounted folder (writing to gs:// directly fails in TFDS: tensorflow/datasets#10981).
   --builder_config  deepfashion: crop_256x176 (default; DRN, HPN) or inshop_256x256 (DIAF's framing);
                     market1501: crop_128x64.
   --skip_bad        build without the pairs that fail the checks (counted and printed).
@@ -41,7 +42,7 @@ from absl import flags
 from hpt_jax import cli, errors
 
 _DATASET = flags.DEFINE_enum("dataset", None, ["deepfashion", "market1501"], "Which data set.")
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Folder with the release files (local or remote).")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Folder with the release files (local or mounted).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data folder to write (default ~/tensorflow_datasets).")
 _BUILDER_CONFIG = flags.DEFINE_string("builder_config", None, "Builder config (default: the data set's first).")
 _SKIP_BAD = flags.DEFINE_bool("skip_bad", False, "Leave out pairs that fail the checks instead of stopping.")
@@ -78,7 +79,7 @@ def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, builder_
 
   Args:
     dataset: ``'deepfashion'`` or ``'market1501'``.
-    manual_dir: folder of the release files (local or remote path).
+    manual_dir: folder of the release files (local or mounted).
     data_dir: TFDS data folder (None = TFDS's default).
     builder_config: a config name of the builder (None = its default).
     skip_bad: leave out pairs with faults instead of raising.

@@ -59,7 +59,7 @@ def _data(pairs: str) -> ml_collections.ConfigDict:
       # written by launch/prepare_data.py, which prints these overrides; ArrayRecord, no TensorFlow).
       source="folder",
       tfds_name="deepfashion_pose_transfer/crop_256x176",   # TFDS name/config ('tfds' only).
-      tfds_dir="",                  # TFDS data folder, local or gs://... ('' = ~/tensorflow_datasets).
+      tfds_dir="",                  # TFDS data folder ('' = ~/tensorflow_datasets); README 'Full datasets'.
       split="train" if pairs == "pairs_train.csv" else "test",   # TFDS split or slice ('tfds' only).
   ))
 

@@ -177,7 +177,7 @@ class ReleaseFiles:
 
 
 def release_files(config: PoseTransferConfig, manual_dir: str | os.PathLike, split: str) -> ReleaseFiles:
-  """The release files of ``split`` ('train' or 'test') in ``manual_dir`` (local or remote)."""
+  """The release files of ``split`` ('train' or 'test') in ``manual_dir`` (a local or mounted folder)."""
   root = epath.Path(manual_dir)
   dirs = [root / d for d in config.image_dirs[split]]
   images = next((d for d in dirs if d.is_dir()), dirs[0])

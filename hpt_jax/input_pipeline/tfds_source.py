@@ -12,7 +12,10 @@ same elements in the same order for the same seed, shard per process and checkpo
 in the same way.
 
 Data sets are written by :mod:`hpt_jax.input_pipeline.tfds_builders` (``launch/prepare_data.py``).
-``tfds_dir`` may be local or remote (``gs://…``; ``etils.epath``). Needs the ``tfds`` extra
+``tfds_dir`` is a local or mounted folder (NFS, gcsfuse). A ``gs://`` URL goes to
+``etils.epath`` for the metadata (without TensorFlow it needs ``gcsfs``) and to ArrayRecord's own
+GCS reader (array_record 0.8.6 has one; google/array_record#120): untested here, since no bucket
+was reachable. Needs the ``tfds`` extra
 (``tensorflow-datasets``, ``array_record``); TensorFlow is never imported.
 """
 
@@ -96,7 +99,7 @@ class TfdsPairs(Sequence):
   Args:
     name: registered builder name with its config, e.g. ``'deepfashion_pose_transfer/crop_256x176'``
       or ``'market1501_pose_transfer'``.
-    data_dir: the TFDS data folder it was prepared in (local or remote); '' = TFDS's default
+    data_dir: the TFDS data folder it was prepared in (see the module docstring); '' = TFDS's default
       (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
     split: a split or a TFDS slice (``'train'``, ``'test'``, ``'test_small'``, ``'train[:1000]'``).
 
