@@ -124,6 +124,8 @@ def test_tfds_examples_equal_folder_examples_in_the_same_order(prepared, dataset
   a, b = pipeline.load_examples(folder.data), pipeline.load_examples(tfds.data)
   _assert_same(_batches(a, 6), _batches(b, 6))                                   # shuffle + flips, seed 7
   _assert_same(_batches(a, 2, shard_index=1, shard_count=2), _batches(b, 2, shard_index=1, shard_count=2))
+  hpn = dict(pose_maps=False, local_descriptors=18)                             # HPN's pipeline options
+  _assert_same(_batches(a, 2, **hpn), _batches(b, 2, **hpn))
   assert not np.array_equal(_batches(b, 1, seed=8)[0]["pair_index"], _batches(b, 1)[0]["pair_index"])
   # Checkpointed iterator: a TFDS iterator restored from a folder iterator's state continues alike.
   it_a = iter(pipeline.create_pair_dataset(a, image_size=(64, 44), sigma=1.5, batch_size=4, seed=7, train=True, flip=True))
