@@ -570,6 +570,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
                "pairs": config.eval_data.pairs,
                "keypoint_x_offset": config.eval_data.keypoint_x_offset},
       "num_pairs": n_pairs, "max_pairs": max_pairs, "pairs_digest": pairs_digest(examples),
+      "config": json.loads(config.to_json_best_effort()),
       "model_resolution": list(model_hw), "scored_resolution": list(stored_hw),
       "resized": model_hw != stored_hw, "flow": flow_info,
       "columns": list(COLUMNS), "rows": rows, "notes": notes,
@@ -726,7 +727,8 @@ def compare(paths: Sequence[str]) -> dict:
   baselines = {row: ref["rows"][row] for row in (SOURCE_ROW, GT_ROW)}
   base_notes = {row: {k.split("/", 1)[1]: v for k, v in ref["notes"].items() if k.startswith(row + "/")}
                 for row in (SOURCE_ROW, GT_ROW)}
-  out = {"runs": runs_out, "baselines": baselines, "baseline_notes": base_notes,
+  out = {"runs": runs_out, "seed_groups": seed_groups(results, runs_out), "baselines": baselines,
+         "baseline_notes": base_notes,
          "num_pairs": ref["num_pairs"], "pairs": ref.get("data", {}).get("pairs"),
          "pairs_digest": ref.get("pairs_digest"), "scored_resolution": ref["scored_resolution"],
          "fid_comparable": ref["fid"]["comparable"],
@@ -735,8 +737,48 @@ def compare(paths: Sequence[str]) -> dict:
   return out
 
 
+def seed_groups(results: Sequence[tuple[str, Mapping]], runs_out: Sequence[Mapping]) -> list[dict]:
+  """Runs that differ only in ``seed``, summarised as mean ± standard deviation.
+
+  Two evaluations belong to one group when their recorded configs (``metrics.json`` ``config``,
+  written since evaluations record it) are equal after removing ``seed`` and their seeds differ.
+
+  Args:
+    results: ``(path, metrics.json dict)`` of each compared run, in order.
+    runs_out: the matching ``compare()['runs']`` entries (labels and final-output rows).
+
+  Returns:
+    One ``{'label', 'members', 'seeds', 'mean', 'std', 'n'}`` per group of two or more runs:
+    ``mean``/``std`` per table column over the runs that have the value; ``std`` is the sample
+    standard deviation (``ddof=1``).
+  """
+  groups: dict[str, list[int]] = {}
+  for i, (_, r) in enumerate(results):
+    config = r.get("config")
+    if not config or "seed" not in config:
+      continue
+    key = json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
+    groups.setdefault(key, []).append(i)
+  out = []
+  for members in groups.values():
+    seeds = [results[i][1]["config"]["seed"] for i in members]
+    if len(members) < 2 or len(set(seeds)) < len(seeds):
+      continue
+    mean, std = {}, {}
+    for col in COLUMNS:
+      values = [runs_out[i]["row"].get(col) for i in members]
+      values = [float(v) for v in values if v is not None]
+      if len(values) >= 2:
+        mean[col], std[col] = float(np.mean(values)), float(np.std(values, ddof=1))
+    model = runs_out[members[0]]["model_name"]
+    out.append({"label": f"{model}: mean ± std over seeds {', '.join(str(s) for s in seeds)}",
+                "members": [runs_out[i]["label"] for i in members], "seeds": seeds, "n": len(members),
+                "mean": mean, "std": std})
+  return out
+
+
 def compare_table(result: Mapping) -> str:
-  """The Markdown table of a :func:`compare` result."""
+  """The Markdown table of a :func:`compare` result (with a mean ± std row per seed group)."""
   def cells(values, notes):
     out = []
     for key in COLUMNS:
@@ -751,6 +793,9 @@ def compare_table(result: Mapping) -> str:
   lines = ["| run | " + " | ".join(COLUMNS.values()) + " |", "|---|" + "---:|" * len(COLUMNS)]
   for r in result["runs"]:
     lines.append(f"| {r['label']} ({r['row_name']}) | " + " | ".join(cells(r["row"], r["notes"])) + " |")
+  for g in result.get("seed_groups", []):
+    lines.append(f"| {g['label']} | " + " | ".join(
+        f"{_fmt(g['mean'][k], 4)} ± {_fmt(g['std'][k], 4)}" if k in g["mean"] else "n/a" for k in COLUMNS) + " |")
   for row, values in result["baselines"].items():
     lines.append(f"| {row} | " + " | ".join(cells(values, result["baseline_notes"][row])) + " |")
   return "\n".join(lines)

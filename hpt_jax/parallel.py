@@ -76,6 +76,26 @@ def maybe_initialize_distributed() -> None:
                  jax.local_device_count(), jax.device_count())
 
 
+#: The XLA flag ``config.deterministic`` adds (GPU: reductions and scatters in a fixed order).
+DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+def set_deterministic(enabled: bool, environ: dict | None = None) -> None:
+  """Adds :data:`DETERMINISTIC_XLA_FLAG` to ``XLA_FLAGS`` when ``enabled`` (once).
+
+  XLA reads ``XLA_FLAGS`` when the backend starts, so call this before any JAX computation or
+  device query (``hpt-train`` does it first thing). CPU runs are deterministic without it.
+
+  Args:
+    enabled: ``config.deterministic``.
+    environ: the environment to change (default ``os.environ``).
+  """
+  env = os.environ if environ is None else environ
+  flags_now = env.get("XLA_FLAGS", "")
+  if enabled and "xla_gpu_deterministic_ops" not in flags_now:
+    env["XLA_FLAGS"] = f"{flags_now} {DETERMINISTIC_XLA_FLAG}".strip()
+
+
 #: Training FLOP/s of one CPU core, for :func:`cpu_step_warning`: the ``:cpu`` DRN preset ran at
 #: 38.4 GFLOP/s on 2 cores (``launch/benchmark.py --config=deepfashion_drn:cpu``, docs/performance.md).
 CPU_FLOPS_PER_CORE = 19e9

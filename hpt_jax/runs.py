@@ -5,6 +5,9 @@ Shared by training, evaluation, inference and the launchers (nothing here import
 
 from __future__ import annotations
 
+import datetime
+import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -15,6 +18,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 from absl import logging
+
+from hpt_jax import errors
 
 
 def quiet_library_logs() -> None:
@@ -28,13 +33,31 @@ def quiet_library_logs() -> None:
   logging.get_absl_handler().addFilter(keep)
 
 
-def _git_commit() -> str:
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _git(*args: str) -> str | None:
+  """``git <args>`` in the checkout holding this package; None where it is not a git checkout
+  (an installed wheel) or git is missing."""
+  if not os.path.exists(os.path.join(_REPO, ".git")):
+    return None
   try:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                          timeout=10).stdout.strip() or "unknown"
+    proc = subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=10)
   except (OSError, subprocess.SubprocessError):
-    return "unknown"
+    return None
+  return proc.stdout if proc.returncode == 0 else None
+
+
+def _git_commit() -> str:
+  out = _git("rev-parse", "HEAD")
+  return out.strip() if out and out.strip() else "unknown"
+
+
+def _git_dirty() -> bool | None:
+  """True if the checkout has uncommitted changes to tracked files (the commit alone does not
+  identify the code), False if clean, None outside a git checkout."""
+  out = _git("status", "--porcelain", "--untracked-files=no")
+  return None if out is None else bool(out.strip())
 
 
 def _versions() -> dict[str, str]:
@@ -47,21 +70,184 @@ def _versions() -> dict[str, str]:
   return out
 
 
-def write_config_json(workdir: str, config) -> str:
-  """Writes ``<workdir>/config.json``: the resolved config, git commit, package versions, devices."""
-  path = os.path.join(workdir, "config.json")
-  payload = {
+#: Environment variables and JAX options that change what XLA computes, recorded in config.json.
+_COMPILER_ENV = ("XLA_FLAGS", "LIBTPU_INIT_ARGS", "TF_CUDNN_DETERMINISTIC", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+_JAX_OPTIONS = ("jax_default_matmul_precision", "jax_enable_x64", "jax_threefry_partitionable",
+                "jax_default_prng_impl")
+#: Data files identified by content in config.json (``<block>.<field>`` of the config).
+DATA_FILE_FIELDS = ("data.annotations", "data.pairs", "eval_data.annotations", "eval_data.pairs")
+#: ``<workdir>/config_history.jsonl``: one line per resume whose config or environment differed.
+HISTORY_FILE = "config_history.jsonl"
+
+
+class ResumeMismatchError(errors.ConfigError):
+  """A resume with a config whose model-defining fields differ from the run's record."""
+
+
+def file_digest(path: str) -> dict[str, Any]:
+  """``{"sha256": hex, "bytes": n}`` of a file (read in 1 MiB blocks), or ``{"missing": True}``."""
+  h = hashlib.sha256()
+  n = 0
+  try:
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+        n += len(block)
+  except OSError:
+    return {"missing": True}
+  return {"sha256": h.hexdigest(), "bytes": n}
+
+
+def data_files(config) -> dict[str, dict[str, Any]]:
+  """The identity of the data the config reads, by content.
+
+  For a folder source: ``{field: {"path", "sha256", "bytes"}}`` of the pairs and annotation files
+  (:data:`DATA_FILE_FIELDS`; fields a config lacks are skipped). For a prepared TFDS source
+  (``<block>.source == 'tfds'``): ``{"<block>.tfds": {"name", "split", "dir", "path", "sha256",
+  "bytes"}}`` with the digest of the newest prepared version's ``dataset_info.json`` (its split
+  sizes and file checksums), or ``"missing": True`` when it is not prepared.
+  """
+  flat = flatten_config(json.loads(config.to_json_best_effort()))
+  out = {}
+  for field in DATA_FILE_FIELDS:
+    block = field.split(".")[0]
+    if flat.get(f"{block}.source") == "tfds":
+      name = flat.get(f"{block}.tfds_name") or ""
+      tfds_dir = flat.get(f"{block}.tfds_dir") or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+      infos = sorted(glob.glob(os.path.join(tfds_dir, *name.split("/"), "*", "dataset_info.json")))
+      digest = file_digest(infos[-1]) if infos else {"missing": True}
+      out[f"{block}.tfds"] = {"name": name, "split": flat.get(f"{block}.split"), "dir": tfds_dir,
+                              "path": infos[-1] if infos else None, **digest}
+      continue
+    path = flat.get(field)
+    if isinstance(path, str) and path:
+      out[field] = {"path": path, **file_digest(path)}
+  return out
+
+
+def compiler_settings() -> dict[str, Any]:
+  """The XLA flags and JAX options in effect: :data:`_COMPILER_ENV` variables (None when unset)
+  and :data:`_JAX_OPTIONS` values (``str`` of each)."""
+  out: dict[str, Any] = {k: os.environ.get(k) for k in _COMPILER_ENV}
+  for name in _JAX_OPTIONS:
+    try:
+      out[name] = str(getattr(jax.config, name))
+    except AttributeError:
+      out[name] = None
+  return out
+
+
+def run_record(config, source: Mapping[str, Any] | None = None, devices: bool = True) -> dict[str, Any]:
+  """What ``config.json`` holds: the resolved config, where it came from, the code, packages,
+  devices, XLA settings and the data files' digests.
+
+  Args:
+    config: the resolved config.
+    source: how the config was made, e.g. ``{"config": "deepfashion_drn:cpu", "overrides":
+      {"total_steps": 12}}`` or ``{"rerun": OLD_WORKDIR}`` (:func:`rerun_config` uses it to restore
+      types); None when not known (library calls).
+    devices: include the device count and kind (starts the JAX backend; False leaves it unstarted,
+      e.g. before ``XLA_FLAGS`` and ``jax.distributed`` are set up).
+  """
+  record = {
       "config": json.loads(config.to_json_best_effort()),
+      "source": dict(source) if source else None,
+      "argv": list(sys.argv),
       "git_commit": _git_commit(),
+      "git_dirty": _git_dirty(),
       "versions": _versions(),
-      "devices": {"count": jax.device_count(), "kind": jax.devices()[0].device_kind,
-                  "processes": jax.process_count()},
+      "compiler": compiler_settings(),
+      "data_files": data_files(config),
   }
-  if jax.process_index() == 0:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+  if devices:
+    record["devices"] = {"count": jax.device_count(), "kind": jax.devices()[0].device_kind,
+                         "processes": jax.process_count()}
+  return record
+
+
+def _must_match(key: str) -> bool:
+  return any(key == m or (m.endswith(".") and key.startswith(m)) for m in MUST_MATCH)
+
+
+def record_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, list[str]]:
+  """Differences between two :func:`run_record` payloads.
+
+  Returns:
+    ``{"model": [...], "config": [...], "environment": [...]}``: ``'field: A → B'`` lines for the
+    config fields that fix the model (:data:`MUST_MATCH`), the other config fields (a field present
+    on one side only included), and the code, packages, devices, XLA settings and data digests.
+  """
+  out: dict[str, list[str]] = {"model": [], "config": [], "environment": []}
+  a, b = flatten_config(old.get("config", {})), flatten_config(new.get("config", {}))
+  for key in sorted(set(a) | set(b)):
+    va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+    if va != vb:
+      out["model" if _must_match(key) else "config"].append(f"{key}: {va!r} → {vb!r}")
+  for section in ("git_commit", "git_dirty", "versions", "devices", "compiler", "data_files"):
+    fa = flatten_config(old[section]) if isinstance(old.get(section), Mapping) else {"": old.get(section)}
+    fb = flatten_config(new[section]) if isinstance(new.get(section), Mapping) else {"": new.get(section)}
+    if section in old or section in new:
+      for key in sorted(set(fa) | set(fb)):
+        if fa.get(key) != fb.get(key):
+          out["environment"].append(f"{section}{'.' + key if key else ''}: {fa.get(key)!r} → {fb.get(key)!r}")
+  return out
+
+
+def read_record(workdir: str) -> dict | None:
+  """The whole ``<workdir>/config.json`` payload, or None if absent."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_config_json(workdir: str, config, source: Mapping[str, Any] | None = None) -> str:
+  """Writes ``<workdir>/config.json`` (:func:`run_record`) for a new run, or checks a resume.
+
+  A new run's record is written once (process 0; atomic). On a resume (the file exists) the
+  original record is kept and the new one is compared with it (:func:`record_differences`):
+
+  * a field that fixes the model differs (``model.*``, ``data.image_size``, ``pose.*``, …):
+    :class:`ResumeMismatchError` naming each field — the checkpoint would not mean the same;
+  * other config fields, the code, packages, devices, XLA settings or data digests differ: a
+    warning per difference, and one JSON line ``{"time", "differences", "record"}`` appended to
+    ``<workdir>/config_history.jsonl``.
+
+  Returns:
+    The path of config.json.
+
+  Raises:
+    ResumeMismatchError: see above.
+  """
+  path = os.path.join(workdir, "config.json")
+  record = run_record(config, source)
+  old = read_record(workdir)
+  if old is None:
+    if jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      tmp = path + ".tmp"
+      with open(tmp, "w") as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+      os.replace(tmp, path)
+    return path
+  if record["source"] is None:
+    record["source"] = old.get("source")
+  differences = record_differences(old, record)
+  if differences["model"]:
+    raise ResumeMismatchError(
+        f"{workdir} was trained with another model: " + "; ".join(differences["model"]) +
+        f" ({path}). Resume with the run's own config (--rerun={workdir} starts a new run from it) "
+        "or train into a new --workdir")
+  changed = differences["config"] + differences["environment"]
+  if changed:
+    for line in changed:
+      logging.warning("resuming %s with a difference from its config.json: %s", workdir, line)
+    if jax.process_index() == 0:
+      entry = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "differences": changed, "record": record}
+      with open(os.path.join(workdir, HISTORY_FILE), "a") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
   return path
 
 
@@ -121,10 +307,96 @@ def config_differences(config, workdir: str) -> list[str]:
   given = flatten_config(json.loads(config.to_json_best_effort()))
   out = []
   for key in sorted(set(trained) & set(given)):
-    if any(key == m or (m.endswith(".") and key.startswith(m)) for m in MUST_MATCH):
+    if _must_match(key):
       if trained[key] != given[key]:
         out.append(f"{key}: trained {trained[key]!r}, given {given[key]!r}")
   return out
+
+
+# ------------------------------------------------------------------ reruns
+#: Config fields naming inputs that must exist for a rerun (checked before training starts).
+INPUT_PATH_FIELDS = ("data.images", "data.annotations", "data.pairs", "eval_data.images",
+                     "eval_data.annotations", "eval_data.pairs")
+
+
+def _template(source: Mapping[str, Any] | None):
+  """The config a run was made from (its ``source.config`` value, e.g. ``deepfashion_drn:cpu``,
+  resolved in the *current* install), or None when unknown or no longer loadable."""
+  from hpt_jax import configs
+  value = (source or {}).get("config")
+  if not value:
+    return None
+  try:
+    return configs.get(value)
+  except Exception as e:  # noqa: BLE001 - a missing or broken template only loses the type restore
+    logging.warning("rerun: cannot load the original config %r (%s); JSON lists stay lists", value, e)
+    return None
+
+
+def _restore(value: Any, default: Any) -> Any:
+  """``value`` read from JSON, with the template's tuple types restored (recursively)."""
+  if isinstance(default, tuple) and isinstance(value, list):
+    return tuple(_restore(v, default[i] if i < len(default) else None) for i, v in enumerate(value))
+  return value
+
+
+def rerun_config(workdir: str):
+  """The resolved config of an earlier run, for a new run that repeats it exactly.
+
+  The ``config`` block of ``<workdir>/config.json`` is poured into the config the run was made
+  from (its recorded ``source``, loaded from the current install), so every field keeps its type —
+  JSON turns tuples into lists — and the config stays locked. Differences are warned about:
+  recorded fields the current code no longer has (dropped), fields the code added since (their
+  defaults are used), and the code, packages, devices, XLA settings and data-file digests that
+  differ from the record.
+
+  Args:
+    workdir: the earlier run folder (with ``config.json``).
+
+  Returns:
+    ``(config, warnings)``: an ``ml_collections.ConfigDict`` and the list of warning lines (also
+    logged).
+
+  Raises:
+    hpt_jax.errors.MissingFileError: no ``config.json`` in ``workdir``, or an input file or folder
+      the config names (:data:`INPUT_PATH_FIELDS`) no longer exists (the field is named).
+  """
+  import ml_collections
+  old = read_record(workdir)
+  if old is None:
+    raise errors.MissingFileError(f"--rerun={workdir}: no config.json there (not a run folder)")
+  recorded = old.get("config", {})
+  template = _template(old.get("source"))
+  warnings: list[str] = []
+  if template is None:
+    config = ml_collections.ConfigDict(recorded)
+  else:
+    config = template
+    flat_template = flatten_config(template)
+    flat_recorded = flatten_config(recorded)
+    with config.unlocked():
+      for key, value in flat_recorded.items():
+        if key not in flat_template:
+          warnings.append(f"{key}: recorded as {value!r}, but the current code has no such field; dropped")
+          continue
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+          node = node[part]
+        node[leaf] = _restore(value, flat_template[key])
+    for key in sorted(set(flat_template) - set(flat_recorded)):
+      warnings.append(f"{key}: added to the code since the run; its default {flat_template[key]!r} is used")
+  flat = flatten_config(config)
+  for field in INPUT_PATH_FIELDS:
+    path = flat.get(field)
+    if isinstance(path, str) and path and not os.path.exists(path):
+      raise errors.MissingFileError(f"--rerun={workdir}: {field} = {path} no longer exists; train with "
+                                    f"--config=... --config.{field}=NEW_PATH instead")
+  now = run_record(config, devices=False)     # the backend must not start before XLA_FLAGS are set
+  warnings += record_differences({k: v for k, v in old.items() if k != "devices"}, now)["environment"]
+  for line in warnings:
+    logging.warning("rerun of %s: %s", workdir, line)
+  return config, warnings
 
 
 # ------------------------------------------------------------------ run summary

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from hpt_jax.configs import deepfashion_diaf
+from hpt_jax import checkpoints, parallel
 from hpt_jax import flow as flow_lib
 from hpt_jax.models import diaf as diaf_models
 from hpt_jax.train import diaf as diaf_train
 from hpt_jax.input_pipeline import diaf_pipeline, patn_format
+from tests._helpers import assert_same_tree, event_scalars
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -307,6 +309,19 @@ def _tiny(**steps):
   return config
 
 
+def _phase_state(workdir, phase):
+  """The latest checkpointed train state of a DIAF phase."""
+  config = _tiny()
+  trainer = diaf_train.DIAFTrainer(config)
+  state = trainer.init_state(jax.random.PRNGKey(0), phase, tuple(config.data.image_size))   # needs a concrete key
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), state)
+  ckpt = checkpoints.StageCheckpointer(os.path.join(workdir, "checkpoints", phase))
+  try:
+    return ckpt.restore(checkpoints.abstract_like(shapes, parallel.replicated(parallel.make_mesh())))
+  finally:
+    ckpt.close()
+
+
 def test_all_phases_run_on_the_real_sample_then_resume(tmp_path):
   workdir = str(tmp_path / "run")
   summary = diaf_train.train_and_evaluate(_tiny(flow=2, generator=2, pixel_warp=1), workdir)
@@ -323,6 +338,16 @@ def test_all_phases_run_on_the_real_sample_then_resume(tmp_path):
   assert [stages[p]["end_step"] for p in diaf_train.PHASES] == [2, 2, 1]
   assert stages["pixel_warp"]["checkpoint"] == os.path.join(workdir, "checkpoints", "pixel_warp", "1")
   assert os.path.exists(os.path.join(workdir, "samples", "pixel_warp_step_1.png"))
+  # Same config and seed in another folder: every phase's parameters, metrics and logged scalars
+  # are bit-identical (CPU).
+  twin = str(tmp_path / "twin")
+  twin_summary = diaf_train.train_and_evaluate(_tiny(flow=2, generator=2, pixel_warp=1), twin)
+  for phase in diaf_train.PHASES:
+    assert twin_summary["stages"][phase]["final_metrics"] == stages[phase]["final_metrics"], phase
+    assert_same_tree(_phase_state(workdir, phase), _phase_state(twin, phase))
+  assert twin_summary["eval"] == summary["eval"]
+  scalars = event_scalars(workdir)
+  assert any(tag.startswith("pixel_warp/") for tag in scalars) and scalars == event_scalars(twin)
   # A rerun with a longer last phase skips the finished phases and resumes inside the last one.
   flow_ckpt = sorted(os.listdir(os.path.join(workdir, "checkpoints", "flow")))
   summary = diaf_train.train_and_evaluate(_tiny(flow=2, generator=2, pixel_warp=2), workdir)

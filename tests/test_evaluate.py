@@ -379,6 +379,30 @@ def test_compare_and_its_refusals(evaluated, tmp_path):
   assert os.path.isfile(tmp_path / "cli" / "compare.md") and "| ground truth |" in proc.stdout
 
 
+def test_compare_reports_mean_and_std_over_seeds(evaluated, tmp_path):
+  """Evaluations whose recorded configs differ only in seed get a mean ± std row."""
+  m = json.load(open(os.path.join(evaluated["diaf"]["output_dir"], "metrics.json")))
+  assert m["config"]["seed"] == _diaf().seed and m["config"]["model_name"] == "diaf"
+  dirs = []
+  for seed, ssim in ((0, 0.5), (1, 0.6), (7, 0.7), (3, 0.9)):
+    r = json.loads(json.dumps(m))
+    r["config"]["seed"] = seed
+    r["rows"][r["model_row"]]["ssim_plain"] = ssim
+    if seed == 3:
+      r["config"]["batch_size"] = 2            # another setting: not part of the seed group
+    (tmp_path / f"s{seed}").mkdir()
+    json.dump(r, open(tmp_path / f"s{seed}" / "metrics.json", "w"))
+    dirs.append(str(tmp_path / f"s{seed}"))
+  result = evaluation.compare(dirs)
+  [group] = result["seed_groups"]
+  assert group["seeds"] == [0, 1, 7] and group["n"] == 3
+  assert group["mean"]["ssim_plain"] == pytest.approx(0.6) and group["std"]["ssim_plain"] == pytest.approx(0.1)
+  assert "fid" not in group["mean"] or group["std"]["fid"] == pytest.approx(0.0, abs=1e-9)
+  line = next(l for l in result["markdown"].splitlines() if l.startswith("| diaf: mean ± std over seeds 0, 1, 7 |"))
+  assert "0.6000 ± 0.1000" in line
+  assert evaluation.compare(dirs[:1] + dirs[3:])["seed_groups"] == []
+
+
 # ------------------------------------------------------------------------------- errors
 def test_missing_checkpoint_names_the_folder(tmp_path):
   workdir = str(tmp_path / "never_trained")

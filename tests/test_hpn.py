@@ -17,6 +17,7 @@ from hpt_jax.configs import deepfashion_hpn, hpn_1024
 from hpt_jax import pose, weights
 from hpt_jax.models import hpn as hpn_model
 from hpt_jax.train import hpn
+from tests._helpers import assert_same_tree, event_scalars
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -222,6 +223,13 @@ def test_levels_checkpoints_and_resume(tmp_path):
     assert 0 < result["eval/pairs"] and -1 <= result["eval/local_ssim"] <= 1
     assert os.path.isfile(os.path.join(straight, "samples", f"{name}_step_4.png"))
   assert int(a.step) == 4
+  # Same config and seed in another folder: bit-identical parameters and logged scalars (CPU).
+  twin = str(tmp_path / "twin")
+  t = hpn.train_and_evaluate(config, twin)
+  assert_same_tree(a.params, t.params)
+  assert_same_tree(a.batch_stats, t.batch_stats)
+  scalars = event_scalars(straight)
+  assert any(tag.startswith("level_32x24/") for tag in scalars) and scalars == event_scalars(twin)
 
   # (1) Interrupted inside level 1 after step 2: level 0 is skipped, level 1 resumes at step 2
   # (parameters, optimiser state and the data iterator's position come from the checkpoint).

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from hpt_jax.configs import deepfashion_drn
-from hpt_jax import checkpoints, parallel
+from hpt_jax import checkpoints, parallel, runs
 from hpt_jax.train import drn as drn_train
 from hpt_jax.train import loop
-from tests._helpers import init_like_training
+from tests._helpers import assert_same_tree, event_scalars, init_like_training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,6 +65,31 @@ def test_stop_and_resume_matches_uninterrupted_run(tmp_path):
   # And the parameters did move away from the initialisation.
   init = init_like_training(drn_train.DRNTrainer(_tiny(4)), (32, 24), seed=_tiny(4).seed)
   assert not np.allclose(np.asarray(jax.tree.leaves(init.params)[0]), np.asarray(jax.tree.leaves(a.params)[0]))
+
+
+def test_rerun_from_the_record_repeats_the_run_bit_for_bit(tmp_path):
+  """Same config and seed: bit-identical parameters and logged scalars (CPU); launch/train.py
+  --rerun restores the config from config.json with its types."""
+  first, again = str(tmp_path / "first"), str(tmp_path / "again")
+  config = _tiny(4)
+  overrides = {"total_steps": 4, "log_every_steps": 1, "checkpoint_every_steps": 2, "sample_every_steps": 100,
+               "eval_every_steps": 0}
+  runs.write_config_json(first, config, {"config": "deepfashion_drn:tiny", "overrides": overrides})
+  drn_train.train_and_evaluate(config, first)
+  restored, warnings = runs.rerun_config(first)
+  assert warnings == []
+  assert restored.to_dict() == config.to_dict() and isinstance(restored.data.image_size, tuple)
+  cmd = [sys.executable, os.path.join(REPO, "launch", "train.py"), f"--rerun={first}", f"--workdir={again}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  record = json.load(open(os.path.join(again, "config.json")))
+  assert record["source"] == {"rerun": first, "config": "deepfashion_drn:tiny"}
+  assert record["config"] == json.loads(config.to_json_best_effort())
+  assert_same_tree(_restore(first, config, 4), _restore(again, config, 4))
+  a, b = event_scalars(first), event_scalars(again)
+  assert "refined/l1" in a and "disc/shape" in a and len(a["refined/l1"]) == 4
+  assert a == b
+  assert _iterator_state(first, 4) == _iterator_state(again, 4)
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, monkeypatch):

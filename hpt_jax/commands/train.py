@@ -4,7 +4,14 @@ Flags:
   --config        an ml_collections config file, optionally ``file.py:preset``; any field can be
                   overridden, e.g. ``--config.batch_size=16 --config.model.ngf=32``.
   --workdir       run folder: checkpoints, TensorBoard events, samples and config.json. A rerun
-                  with the same workdir resumes from its latest checkpoint.
+                  with the same workdir resumes from its latest checkpoint (a changed model field
+                  stops it; other changes are logged to DIR/config_history.jsonl).
+  --rerun         OLD_WORKDIR: start a new run (in --workdir) with exactly the old run's resolved
+                  config (instead of --config), warning about every difference in code, packages,
+                  XLA settings and data files.
+
+``config.deterministic=true`` sets XLA's ``--xla_gpu_deterministic_ops=true`` before the backend
+starts (GPU reductions in a fixed order; CPU runs are deterministic already).
 
 At the end it prints a summary (per stage: steps, time, final losses, checkpoint; where the samples,
 TensorBoard events and config.json are), also kept in ``DIR/summary.json``. Run with ``--help``
@@ -27,12 +34,34 @@ from hpt_jax import cli, parallel, preemption, registry, runs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, events, samples).")
+_RERUN = flags.DEFINE_string("rerun", None, "An earlier run folder: train a new run with its exact config.")
 
 
-def warn_if_cpu(config) -> None:
-  """Warns once when a preset sized for an accelerator is about to train on the CPU backend."""
+def resolve_config():
+  """(config, source) from ``--config`` (with overrides) or ``--rerun``; one of them is required."""
+  if _RERUN.value:
+    if _CONFIG.value is not None:
+      raise cli.UsageError("--rerun takes the old run's config: give --rerun or --config, not both")
+    if os.path.abspath(_RERUN.value) == os.path.abspath(_WORKDIR.value):
+      raise cli.UsageError("--rerun needs a new --workdir (to continue the same run, rerun its command)")
+    config, _ = runs.rerun_config(_RERUN.value)
+    return config, {"rerun": os.path.abspath(_RERUN.value),
+                    "config": (runs.read_record(_RERUN.value).get("source") or {}).get("config")}
+  if _CONFIG.value is None:
+    raise cli.UsageError("missing flag --config (or --rerun=OLD_WORKDIR)")
+  overrides = {}
+  try:
+    overrides = {k: (list(v) if isinstance(v, tuple) else v)
+                 for k, v in config_flags.get_override_values(flags.FLAGS["config"]).items()}
+  except Exception:  # noqa: BLE001 - the record is informative; argv is recorded as well
+    pass
+  return _CONFIG.value, {"config": cli.config_arg(sys.argv), "overrides": overrides}
+
+
+def warn_if_cpu(config, name: str) -> None:
+  """Warns once when a preset sized for an accelerator (``name``, e.g. ``deepfashion_drn``) is
+  about to train on the CPU backend."""
   import jax
-  name = cli.config_arg(sys.argv) or ""
   phases = config.get("phases")
   steps = int(config.get("total_steps") or config.get("steps_per_level")
               or (sum(int(p.total_steps) for p in phases.values()) if phases else 0))
@@ -47,19 +76,21 @@ def main(argv):
   del argv  # cli.run rejects extra arguments
   t0 = time.perf_counter()
   runs.quiet_library_logs()
+  config, source = resolve_config()
+  parallel.set_deterministic(bool(config.get("deterministic", False)))
   parallel.maybe_initialize_distributed()
-  config = _CONFIG.value
   preemption.install(config.get("preemption_grace_s", preemption.DEFAULT_GRACE_S))
   family = registry.get(config.model_name)
-  warn_if_cpu(config)
+  warn_if_cpu(config, source.get("config") or "")
   logging.info("training %s in %s", config.model_name, _WORKDIR.value)
+  runs.write_config_json(_WORKDIR.value, config, source)
   family.train_module().train_and_evaluate(config, _WORKDIR.value)
   print(runs.run_summary(_WORKDIR.value, time.perf_counter() - t0), flush=True)
 
 
 def run() -> None:
   """Console script ``hpt-train`` (and ``python launch/train.py``)."""
-  cli.run(main, config_flag=_CONFIG, required=("config", "workdir"), doc=__doc__)
+  cli.run(main, config_flag=_CONFIG, required=("workdir",), doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.model_name = "diaf"
   config.seed = 0
+  # XLA's --xla_gpu_deterministic_ops=true (set by hpt-train before the backend starts): GPU runs
+  # repeat bit for bit at some speed cost; CPU runs are deterministic without it.
+  config.deterministic = False
   config.batch_size = 8              # global; paper §4.1
   config.dtype = "float32"
   config.log_every_steps = 50

@@ -73,6 +73,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.model_name = "drn"
   config.seed = 0
+  # XLA's --xla_gpu_deterministic_ops=true (set by hpt-train before the backend starts): GPU runs
+  # repeat bit for bit at some speed cost; CPU runs are deterministic without it.
+  config.deterministic = False
   config.batch_size = 8              # global, over all devices and processes
   config.total_steps = 40_000        # one step = one 1-1-3 cycle
   config.d_updates = 3               # K in Algorithm 1

@@ -46,6 +46,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.model_name = "hpn"
   config.seed = 0
+  # XLA's --xla_gpu_deterministic_ops=true (set by hpt-train before the backend starts): GPU runs
+  # repeat bit for bit at some speed cost; CPU runs are deterministic without it.
+  config.deterministic = False
   config.batch_size = 8                 # global; the paper does not give it
   config.steps_per_level = 700_000      # §3.4: "700 thousand iterations" per resolution level
   config.log_every_steps = 50
