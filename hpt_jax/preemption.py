@@ -76,6 +76,7 @@ class _State:
   grace_s = DEFAULT_GRACE_S
   requested_at: float | None = None   # time.monotonic() of the first SIGTERM
   unsaved = False                     # steps completed since the last checkpoint
+  warned_slow_save = False
   lock = threading.Lock()
   read_fd: int | None = None
 
@@ -101,8 +102,7 @@ def install(grace_s: float = DEFAULT_GRACE_S) -> bool:
   _state.grace_s = float(grace_s)
   if _state.installed:
     return True
-  import jax
-  if jax.process_count() > 1:
+  if multi_process():
     logging.info("SIGTERM is handled by JAX's preemption service: every process saves at the step "
                  "multihost_utils.reached_preemption_sync_point agrees on")
     return False
@@ -116,6 +116,12 @@ def install(grace_s: float = DEFAULT_GRACE_S) -> bool:
   threading.Thread(target=_watchdog, name="hpt_jax-preemption", daemon=True).start()
   _state.installed = True
   return True
+
+
+def multi_process() -> bool:
+  """True on multi-process runs, where the stop step comes from JAX's preemption sync point."""
+  import jax
+  return jax.process_count() > 1
 
 
 def stop_requested() -> bool:
@@ -134,6 +140,17 @@ def seconds_left() -> float | None:
   if _state.requested_at is None:
     return None
   return _state.grace_s - (time.monotonic() - _state.requested_at)
+
+
+def check_save_time(seconds: float, directory: str) -> None:
+  """Warns (once per process) when a checkpoint save took more than half the grace period: a
+  preemption may then run out of time before its save is complete."""
+  if seconds > 0.5 * _state.grace_s and not _state.warned_slow_save:
+    _state.warned_slow_save = True
+    logging.warning("saving a checkpoint in %s took %.1f s, more than half of the %g s grace period "
+                    "after SIGTERM (config.preemption_grace_s): a preemption may exit before its save "
+                    "is complete (the previous checkpoint is then used); raise the grace period and "
+                    "the scheduler's (docs/reliability.md)", directory, seconds, _state.grace_s)
 
 
 def maybe_signal_for_test(step: int, stage: str) -> None:

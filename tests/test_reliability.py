@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import jax
@@ -137,10 +136,11 @@ def test_sigterm_in_a_later_level_or_phase_resumes_exactly(tmp_path, family, at,
 
 def test_sigterm_during_first_compilation_exits_at_once_with_nothing_saved(tmp_path):
   workdir = tmp_path / "compiling"
-  # An empty compilation cache, so that the train step really compiles when the signal comes.
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=tempfile.mkdtemp(dir=tmp_path))
-  proc = subprocess.Popen(_command(*DRN[:1], workdir, DRN[1]), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                          text=True, env=env)
+  # A β1 no other test uses: the initialisation comes from the compilation cache, the train step
+  # is not there and really compiles when the signal comes.
+  overrides = dict(DRN[1], **{"optimizer.b1": 0.5432})
+  proc = subprocess.Popen(_command(DRN[0], workdir, overrides), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                          text=True)
   seen = []
   for line in proc.stderr:
     seen.append(line)
@@ -187,3 +187,37 @@ def test_kill_9_inside_a_save_then_a_failing_save_keep_a_resumable_checkpoint(tm
   with open(os.path.join(workdir, "summary.json")) as f:
     assert json.load(f)["stages"]["drn"]["start_step"] == 3
   _assert_same_state(_state(drn_reference, "drn", 4), _state(workdir, "drn", 4))
+
+
+def test_multi_process_runs_stop_at_the_step_orbax_reports(tmp_path, monkeypatch):
+  """The loop's multi-process branch (the two-process run itself is not tested: docs/reliability.md):
+  it asks Orbax's ``reached_preemption`` after every step with a step id that grows over stages,
+  saves at the step it reports and exits with 143, whatever the local SIGTERM flag says."""
+  import flax.struct
+  import jax.numpy as jnp
+  from hpt_jax.train import loop
+
+  @flax.struct.dataclass
+  class State:
+    step: jax.Array
+    w: jax.Array
+
+  monkeypatch.setattr(preemption, "multi_process", lambda: True)
+  ckpt = checkpoints.StageCheckpointer(str(tmp_path / "stage"))
+  asked = []
+
+  def reached(step_id):
+    asked.append(step_id)
+    return len(asked) == 3
+
+  monkeypatch.setattr(ckpt.manager, "reached_preemption", reached)
+  step_fn = jax.jit(lambda s, b: (s.replace(step=s.step + 1, w=s.w + b), {"loss": jnp.sum(s.w)}))
+  state = State(step=jnp.zeros((), jnp.int32), w=jnp.zeros(3))
+  with pytest.raises(preemption.Preempted) as stopped:
+    loop.run_steps(state, step_fn, lambda: jnp.ones(3), total_steps=10, ckpt=ckpt, data_iter=None,
+                   writer=loop._LoggingOnlyWriter(), log_every=0, checkpoint_every=0)
+  assert stopped.value.code == 143 and "stopped at step 3 of 10" in stopped.value.message
+  assert asked[:3] == [asked[0], asked[0] + 1, asked[0] + 2]   # (Orbax's save asks again itself)
+  assert ckpt.latest_step() == 3
+  np.testing.assert_array_equal(np.asarray(ckpt.restore(state).w), [3.0, 3.0, 3.0])
+  ckpt.close()

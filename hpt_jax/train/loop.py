@@ -148,7 +148,7 @@ def run_steps(state: Any, step_fn, next_batch, *, total_steps: int, ckpt,
     logging.info("%s: %s compiled and run in %.1f s", stage, name, first_calls[name])
     return out
 
-  multi_process = jax.process_count() > 1
+  multi_process = preemption.multi_process()
   saved_step = start             # the newest step on disk (or the stage's starting point)
   preemption.set_unsaved(False)
 
@@ -202,6 +202,8 @@ def run_steps(state: Any, step_fn, next_batch, *, total_steps: int, ckpt,
         ckpt.save(step, state, data_iter)
         saved_step = step
         preemption.set_unsaved(False)
+        if ckpt.last_save_s is not None:
+          preemption.check_save_time(ckpt.last_save_s, ckpt.directory)
       writer.flush()
       preemption.maybe_signal_for_test(step, stage)
       if should_stop():
