@@ -4,7 +4,7 @@ Training (:class:`StageCheckpointer`): one Orbax ``CheckpointManager`` per stage
 (``<workdir>/checkpoints/<stage>/<step>/``) holding the train state (item ``state``) and the grain
 iterator state (item ``data_iter``); Orbax writes to a temporary folder
 (``<step>.orbax-checkpoint-tmp-<time>``) and renames it when complete, so an interrupted save
-(``kill -9``, power loss) never replaces a good checkpoint and is never restored: the next run
+(``kill -9``, an OOM kill) never replaces a good checkpoint and is never restored: the next run
 deletes such folders when it opens the stage (Orbax ``cleanup_tmp_directories``) and resumes from
 the newest complete step. A save that fails (disk full, unwritable folder) raises
 :class:`CheckpointSaveError`; the previous checkpoints stay as they were.
