@@ -386,8 +386,8 @@ def batched_dataset(loader, num_examples: int, *, batch_size: int, seed: int, tr
     # are unparsed, so take the defaults (as grain's own tests do). An absl app has parsed them.
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
-    # Workers ignore SIGTERM/SIGINT from anyone but this process, so a preemption signal to the
-    # whole job does not kill them before the checkpoint save (hpt_jax.preemption).
+    # Workers ignore SIGTERM/SIGINT (this process stops them with SIGKILL), so a preemption signal
+    # to the whole job does not kill them before the checkpoint save (hpt_jax.preemption).
     from hpt_jax import preemption
     preemption.stop_grain_workers_at_exit()
     ids = ids.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
