@@ -40,7 +40,12 @@ Protocol (``docs/evaluation.md`` has the details and sources):
   averaged in the 44 local-descriptor boxes of the annotated target pose,
   :func:`hpt_jax.pose.local_descriptor_boxes`), LPIPS-VGG and LPIPS-Alex, PCKh
   (MediaPipe BlazePose on the generated image vs the annotated target keypoints, PATN's rule),
-  FID and IS (below). DIAF adds the flow EPE (``metrics.json`` ``flow``).
+  FID and IS (below), and DRN's fine-grained metrics (DRN journal paper, arXiv:2005.12494,
+  §III-B): retrieval recall@3/5/10 with the FID Inception and VGG-16 backbones (Table V,
+  :mod:`hpt_jax.metrics.retrieval`) and face identity with dlib (Table IV, mean distance and
+  accuracy at ε 0.6/0.7, :mod:`hpt_jax.metrics.face_identity`; n/a without the ``faces`` extra).
+  DIAF adds the flow EPE (``metrics.json`` ``flow``). ``metrics.json`` ``keypoint_error_curve_parts``
+  holds the per-part curves (body, face from dlib's 5 landmarks; hands n/a, :data:`HANDS_NA`).
 * FID: the standard FID Inception-v3 (:class:`hpt_jax.metrics.fid.InceptionFeatures`, weights
   from ``python launch/fetch_models.py``) on each row's images vs the real target images of the
   same pairs (one target per pair, so as many real as generated images), in jitted batches on the
