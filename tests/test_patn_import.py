@@ -187,7 +187,8 @@ def test_legacy_market_checkpoint_imports_and_evaluates(reference, tmp_path):
   out = model.forward({k: ref[f"{name}/{k}"] for k in ("source_image", "source_pose", "target_pose")})
   np.testing.assert_allclose(np.asarray(out["image"]), ref[f"{name}/image"], atol=ATOL, rtol=0)
   # Evaluate on two pairs of the vendored Market-1501 sample (no pose estimator / Inception).
-  scored = evaluation.evaluate(model.config, str(tmp_path / name), max_pairs=2, batch_size=2, pckh=False, fid=False)
+  scored = evaluation.evaluate(model.config, str(tmp_path / name), max_pairs=2, batch_size=2, pckh=False, fid=False,
+                               retrieval=False, faces=False)
   assert scored["num_pairs"] == 2 and "model (PATN generator)" in evaluation.markdown_table(scored)
   assert scored["model_name"] == "patn"
 
