@@ -92,6 +92,19 @@ def _resolve_argv(argv: Sequence[str]) -> list[str]:
   return out
 
 
+def config_overrides(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  """The ``--config.FIELD=VALUE`` overrides of the parsed command line, ``{"a.b": value}`` (tuples
+  as lists, as JSON writes them); for the run records. Falls back to the raw strings of ``argv``
+  (default ``sys.argv``) where ml_collections cannot report them."""
+  from ml_collections import config_flags
+  try:
+    return {k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in config_flags.get_override_values(flags.FLAGS["config"]).items()}
+  except Exception:  # noqa: BLE001 - informative only
+    return {a.split("=", 1)[0][len("--config."):]: a.split("=", 1)[-1]
+            for a in (sys.argv if argv is None else argv)[1:] if a.startswith("--config.")}
+
+
 def config_flops_per_pair(value: str) -> float | None:
   """Training FLOPs per pair recorded for ``--config=value``'s preset (the config module's
   ``FLOPS_PER_PAIR``), or None where none is recorded (reduced presets, users' own configs)."""

@@ -482,30 +482,21 @@ def run_first_step_benchmark(config, *, config_name: str = "", overrides: dict |
           "date": datetime.date.today().isoformat()}
 
 
-def _overrides() -> dict:
-  try:
-    return {k: (list(v) if isinstance(v, tuple) else v)
-            for k, v in config_flags.get_override_values(flags.FLAGS["config"]).items()}
-  except Exception:  # noqa: BLE001 - summary only
-    return {a.split("=", 1)[0][len("--config."):]: a.split("=", 1)[-1]
-            for a in sys.argv[1:] if a.startswith("--config.")}
-
-
 def main(argv):
   del argv  # cli.run rejects extra arguments
   import jax
   parallel.maybe_initialize_distributed()
   config_name = cli.config_arg(sys.argv) or "deepfashion_drn:benchmark"
   if F["first_step"].value:
-    record = run_first_step_benchmark(F["config"].value, config_name=config_name, overrides=_overrides(),
+    record = run_first_step_benchmark(F["config"].value, config_name=config_name, overrides=cli.config_overrides(),
                                       cache_dir=jax.config.jax_compilation_cache_dir)
   elif F["generate_from"].value:
     record = run_generate_benchmark(F["config"].value, F["generate_from"].value, steps=F["steps"].value,
-                                    warmup=F["warmup"].value, config_name=config_name, overrides=_overrides())
+                                    warmup=F["warmup"].value, config_name=config_name, overrides=cli.config_overrides())
   else:
     record = run_benchmark(F["config"].value, steps=F["steps"].value, warmup=F["warmup"].value,
                            flops_only=F["flops_only"].value, pipeline_batches=F["pipeline_batches"].value,
-                           flops_from=F["flops_from"].value, config_name=config_name, overrides=_overrides(),
+                           flops_from=F["flops_from"].value, config_name=config_name, overrides=cli.config_overrides(),
                            level=F["level"].value, phase=F["phase"].value)
   line = json.dumps(record, sort_keys=True, default=str)
   if jax.process_index() == 0:

@@ -49,13 +49,7 @@ def resolve_config():
                     "config": (runs.read_record(_RERUN.value).get("source") or {}).get("config")}
   if _CONFIG.value is None:
     raise cli.UsageError("missing flag --config (or --rerun=OLD_WORKDIR)")
-  overrides = {}
-  try:
-    overrides = {k: (list(v) if isinstance(v, tuple) else v)
-                 for k, v in config_flags.get_override_values(flags.FLAGS["config"]).items()}
-  except Exception:  # noqa: BLE001 - the record is informative; argv is recorded as well
-    pass
-  return _CONFIG.value, {"config": cli.config_arg(sys.argv), "overrides": overrides}
+  return _CONFIG.value, {"config": cli.config_arg(sys.argv), "overrides": cli.config_overrides()}
 
 
 def warn_if_cpu(config, name: str) -> None:
