@@ -344,8 +344,8 @@ def rerun_config(workdir: str):
   """The resolved config of an earlier run, for a new run that repeats it exactly.
 
   The ``config`` block of ``<workdir>/config.json`` is poured into the config the run was made
-  from (its recorded ``source``, loaded from the current install), so every field keeps its type —
-  JSON turns tuples into lists — and the config stays locked. Differences are warned about:
+  from (its recorded ``source``, loaded from the current install), so every field keeps its type
+  (JSON turns tuples into lists). Differences are warned about:
   recorded fields the current code no longer has (dropped), fields the code added since (their
   defaults are used), and the code, packages, devices, XLA settings and data-file digests that
   differ from the record.
@@ -374,16 +374,10 @@ def rerun_config(workdir: str):
     config = template
     flat_template = flatten_config(template)
     flat_recorded = flatten_config(recorded)
-    with config.unlocked():
-      for key, value in flat_recorded.items():
-        if key not in flat_template:
-          warnings.append(f"{key}: recorded as {value!r}, but the current code has no such field; dropped")
-          continue
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-          node = node[part]
-        node[leaf] = _restore(value, flat_template[key])
+    for key in sorted(set(flat_recorded) - set(flat_template)):
+      warnings.append(f"{key}: recorded as {flat_recorded[key]!r}, but the current code has no such field; dropped")
+    config.update_from_flattened_dict({key: _restore(value, flat_template[key])
+                                       for key, value in flat_recorded.items() if key in flat_template})
     for key in sorted(set(flat_template) - set(flat_recorded)):
       warnings.append(f"{key}: added to the code since the run; its default {flat_template[key]!r} is used")
   flat = flatten_config(config)
