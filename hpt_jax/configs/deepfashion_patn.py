@@ -42,13 +42,15 @@ PRESETS = {
 }
 
 
-def _data(pairs: str) -> ml_collections.ConfigDict:
+def data_block(pairs: str, sample: str = _SAMPLE, size: tuple[int, int] = (256, 176)) -> ml_collections.ConfigDict:
+  """A ``data``/``eval_data`` block: the PATN-format ``sample`` folder's ``pairs`` list, images stored
+  and seen at ``size`` (H, W) pixels (``market1501_patn`` uses it with its own sample and 128×64)."""
   return ml_collections.ConfigDict(dict(
-      images=os.path.join(_SAMPLE, "img"),
-      annotations=os.path.join(_SAMPLE, "annotation.csv"),
-      pairs=os.path.join(_SAMPLE, pairs),
-      stored_size=(256, 176),       # (H, W) of the image files.
-      image_size=(256, 176),        # (H, W) the network sees (PATN: the stored size).
+      images=os.path.join(sample, "img"),
+      annotations=os.path.join(sample, "annotation.csv"),
+      pairs=os.path.join(sample, pairs),
+      stored_size=size,             # (H, W) of the image files.
+      image_size=size,              # (H, W) the network sees (PATN: the stored size).
       keypoint_x_offset=0,          # the full release's 256×256 annotations need -40 for the 176 crop.
       skip_bad_examples=False,
       flip=False,
@@ -67,8 +69,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.seed = 0
   config.batch_size = 8
   config.dtype = "float32"
-  config.data = _data("pairs_train.csv")
-  config.eval_data = _data("pairs_eval.csv")
+  config.data = data_block("pairs_train.csv")
+  config.eval_data = data_block("pairs_eval.csv")
   config.pose = ml_collections.ConfigDict(dict(
       sigma=6.0,                     # only used by 'gaussian' (and for evaluation panels)
       encoding="one_pixel",          # PATN's uint8 DeepFashion maps; 'gaussian' for float maps

@@ -24,10 +24,7 @@ The data default to the vendored Market-1501 sample (:data:`hpt_jax.data.MARKET1
 identity-disjoint ``pairs_train.csv``/``pairs_eval.csv``; research-only licence).
 """
 
-import os
-
-import ml_collections
-
+from hpt_jax.configs import deepfashion_patn
 from hpt_jax.data import MARKET1501_SAMPLE as _SAMPLE
 
 #: Presets and what they are; shown by ``--help``.
@@ -37,47 +34,22 @@ PRESETS = {
 }
 
 
-def _data(pairs: str) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      images=os.path.join(_SAMPLE, "img"),
-      annotations=os.path.join(_SAMPLE, "annotation.csv"),
-      pairs=os.path.join(_SAMPLE, pairs),
-      stored_size=(128, 64),
-      image_size=(128, 64),
-      keypoint_x_offset=0,
-      skip_bad_examples=False,
-      flip=False,
-      num_workers=0,
-  ))
-
-
-def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
-  """Returns the PATN Market-1501 config; ``preset`` is '' or 'tiny'.
+def get_config(preset: str | None = None):
+  """Returns the PATN Market-1501 config: ``deepfashion_patn``'s with the differences above;
+  ``preset`` is '' or 'tiny'.
 
   Raises:
     ValueError: an unknown preset.
   """
-  config = ml_collections.ConfigDict()
-  config.model_name = "patn"
-  config.seed = 0
-  config.batch_size = 8
-  config.dtype = "float32"
-  config.data = _data("pairs_train.csv")
-  config.eval_data = _data("pairs_eval.csv")
-  config.pose = ml_collections.ConfigDict(dict(sigma=6.0, encoding="gaussian"))
-  config.model = ml_collections.ConfigDict(dict(
-      ngf=64, n_downsampling=2, n_blocks=9, activation="relu", dropout=0.5, remat=False,
-      norm="batch",                  # --norm batch
-      upsampling="transposed",
-  ))
   preset = preset or ""
-  if preset == "":
-    pass
-  elif preset == "tiny":
-    config.batch_size = 2
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r} for market1501_patn; expected '' or 'tiny'")
+  config = deepfashion_patn.get_config(preset)
+  config.data = deepfashion_patn.data_block("pairs_train.csv", _SAMPLE, (128, 64))
+  config.eval_data = deepfashion_patn.data_block("pairs_eval.csv", _SAMPLE, (128, 64))
+  config.pose.encoding = "gaussian"
+  config.model.norm = "batch"        # --norm batch
+  if preset == "tiny":
     for d in (config.data, config.eval_data):
       d.image_size = (32, 16)
-    config.model.update(dict(ngf=2, n_blocks=2))
-  else:
-    raise ValueError(f"unknown preset {preset!r} for market1501_patn; expected '' or 'tiny'")
   return config
