@@ -82,3 +82,10 @@ def assert_same_tree(a, b) -> None:
   assert len(la) == len(lb) and la
   for x, y in zip(la, lb):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def saved_state(workdir, stage: str, step: int):
+  """The train state checkpointed at ``<workdir>/checkpoints/<stage>/<step>`` as stored (Orbax
+  restore without a target: nested dicts of NumPy arrays), for comparing two runs."""
+  import orbax.checkpoint as ocp
+  return ocp.PyTreeCheckpointer().restore(os.path.join(workdir, "checkpoints", stage, str(step), "state"))

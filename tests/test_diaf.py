@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 
 from hpt_jax.configs import deepfashion_diaf
-from hpt_jax import checkpoints, parallel
 from hpt_jax import flow as flow_lib
 from hpt_jax.models import diaf as diaf_models
 from hpt_jax.train import diaf as diaf_train
 from hpt_jax.input_pipeline import diaf_pipeline, patn_format
-from tests._helpers import assert_same_tree, event_scalars
+from tests._helpers import assert_same_tree, event_scalars, saved_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -309,19 +308,6 @@ def _tiny(**steps):
   return config
 
 
-def _phase_state(workdir, phase):
-  """The latest checkpointed train state of a DIAF phase."""
-  config = _tiny()
-  trainer = diaf_train.DIAFTrainer(config)
-  state = trainer.init_state(jax.random.PRNGKey(0), phase, tuple(config.data.image_size))   # needs a concrete key
-  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), state)
-  ckpt = checkpoints.StageCheckpointer(os.path.join(workdir, "checkpoints", phase))
-  try:
-    return ckpt.restore(checkpoints.abstract_like(shapes, parallel.replicated(parallel.make_mesh())))
-  finally:
-    ckpt.close()
-
-
 def test_all_phases_run_on_the_real_sample_then_resume(tmp_path):
   workdir = str(tmp_path / "run")
   summary = diaf_train.train_and_evaluate(_tiny(flow=2, generator=2, pixel_warp=1), workdir)
@@ -344,7 +330,8 @@ def test_all_phases_run_on_the_real_sample_then_resume(tmp_path):
   twin_summary = diaf_train.train_and_evaluate(_tiny(flow=2, generator=2, pixel_warp=1), twin)
   for phase in diaf_train.PHASES:
     assert twin_summary["stages"][phase]["final_metrics"] == stages[phase]["final_metrics"], phase
-    assert_same_tree(_phase_state(workdir, phase), _phase_state(twin, phase))
+    step = stages[phase]["end_step"]
+    assert_same_tree(saved_state(workdir, phase, step), saved_state(twin, phase, step))
   assert twin_summary["eval"] == summary["eval"]
   scalars = event_scalars(workdir)
   assert any(tag.startswith("pixel_warp/") for tag in scalars) and scalars == event_scalars(twin)

@@ -22,10 +22,10 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from hpt_jax import checkpoints, preemption, registry
+from tests._helpers import assert_same_tree, saved_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LAUNCH = ("import runpy, sys; sys.modules['tensorflow'] = None; sys.argv[0] = {path!r}; "
@@ -57,17 +57,6 @@ def _in_process(config_name, workdir, overrides):
   config = importlib.import_module(f"hpt_jax.configs.{name}").get_config(preset)
   config.update_from_flattened_dict(overrides)
   registry.get(config.model_name).train_module().train_and_evaluate(config, workdir)
-
-
-def _state(workdir, stage, step):
-  return ocp.PyTreeCheckpointer().restore(os.path.join(workdir, "checkpoints", stage, str(step), "state"))
-
-
-def _assert_same_state(a, b):
-  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert len(la) == len(lb) > 0
-  for x, y in zip(la, lb):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def _iterator(workdir, stage, step):
@@ -106,7 +95,7 @@ def _preempt_and_resume(tmp_path, family, at, last_stage, last_step, reference, 
   _in_process(config, workdir, overrides)
   with open(os.path.join(workdir, "summary.json")) as f:
     assert json.load(f)["stages"][stopped_stage]["start_step"] == step
-  _assert_same_state(_state(reference, last_stage, last_step), _state(workdir, last_stage, last_step))
+  assert_same_tree(saved_state(reference, last_stage, last_step), saved_state(workdir, last_stage, last_step))
   if not extra:    # (grain's iterator state has another form with worker processes)
     assert _iterator(reference, last_stage, last_step) == _iterator(workdir, last_stage, last_step)
   return stopped, stages_at_stop
@@ -186,7 +175,7 @@ def test_kill_9_inside_a_save_then_a_failing_save_keep_a_resumable_checkpoint(tm
   _in_process(DRN[0], workdir, overrides)
   with open(os.path.join(workdir, "summary.json")) as f:
     assert json.load(f)["stages"]["drn"]["start_step"] == 3
-  _assert_same_state(_state(drn_reference, "drn", 4), _state(workdir, "drn", 4))
+  assert_same_tree(saved_state(drn_reference, "drn", 4), saved_state(workdir, "drn", 4))
 
 
 def test_multi_process_runs_stop_at_the_step_orbax_reports(tmp_path, monkeypatch):
