@@ -43,9 +43,13 @@ Protocol (``docs/evaluation.md`` has the details and sources):
   FID and IS (below), and DRN's fine-grained metrics (DRN journal paper, arXiv:2005.12494,
   §III-B): retrieval recall@3/5/10 with the FID Inception and VGG-16 backbones (Table V,
   :mod:`hpt_jax.metrics.retrieval`) and face identity with dlib (Table IV, mean distance and
-  accuracy at ε 0.6/0.7, :mod:`hpt_jax.metrics.face_identity`; n/a without the ``faces`` extra).
+  accuracy at ε 0.6/0.7, :mod:`hpt_jax.metrics.face_identity`; n/a without the ``faces`` extra),
+  and one point of each per-part keypoint error curve (Fig. 7; body and face at 10 px, hands at
+  20 px, :data:`PART_COLUMN_THRESHOLD`).
   DIAF adds the flow EPE (``metrics.json`` ``flow``). ``metrics.json`` ``keypoint_error_curve_parts``
-  holds the per-part curves (body, face from dlib's 5 landmarks; hands n/a, :data:`HANDS_NA`).
+  holds the per-part curves (body; face from dlib's 5 landmarks; hands from MediaPipe's palm
+  detector and 21-point hand-landmark model, :mod:`hpt_jax.metrics.hand_landmarks`, at doubled
+  thresholds).
 * FID: the standard FID Inception-v3 (:class:`hpt_jax.metrics.fid.InceptionFeatures`, weights
   from ``python launch/fetch_models.py``) on each row's images vs the real target images of the
   same pairs (one target per pair, so as many real as generated images), in jitted batches on the
@@ -106,6 +110,9 @@ COLUMNS = {
     "face_distance": "Face dist ↓",
     "face_acc_0.6": "Face ε<0.6 ↑",
     "face_acc_0.7": "Face ε<0.7 ↑",
+    "kec_body": "Body kp<10px ↑",
+    "kec_face": "Face kp<10px ↑",
+    "kec_hands": "Hands kp<20px ↑",
 }
 #: Retrieval backbones (metrics.json key suffix -> description), DRN Table V.
 RETRIEVAL_BACKBONES = {"inception": "FID Inception-v3 pool3 (2048-d)",
@@ -116,8 +123,10 @@ KEC_THRESHOLDS = (5.0, 10.0, 20.0)
 #: values; body and face use KEC_THRESHOLDS, hands double them as the paper does.
 PART_THRESHOLDS = {"body": KEC_THRESHOLDS, "face": KEC_THRESHOLDS,
                    "hands": tuple(2 * t for t in KEC_THRESHOLDS)}
-HANDS_NA = ("n/a (hand keypoints: MediaPipe's palm-detection and hand-landmark models are not "
-            "wired in yet)")
+HANDS_NA_DISABLED = "n/a (disabled with --nohands)"
+#: The table's per-part columns (``kec_<part>``): each part's curve at its middle threshold
+#: (body and face 10 px, hands 20 px); the whole curves are in ``metrics.json`` and ``metrics.md``.
+PART_COLUMN_THRESHOLD = 1
 FACES_NA_DISABLED = "n/a (disabled with --nofaces)"
 RETRIEVAL_NA_DISABLED = "n/a (disabled with --noretrieval)"
 _IMAGE_METRICS = ("ssim_patn", "ssim_plain", "ms_ssim", "local_ssim", "lpips_vgg", "lpips_alex")
@@ -358,6 +367,18 @@ def _load_faces():
     return None, f"n/a ({e})"
 
 
+@functools.lru_cache(maxsize=1)
+def _load_hands():
+  """``(MediaPipeHandEstimator | None, n/a reason | None)``: MediaPipe's hand models, or why not."""
+  from hpt_jax.metrics import hand_landmarks, pose_estimator
+  try:
+    return hand_landmarks.MediaPipeHandEstimator(), None
+  except (FileNotFoundError, ImportError) as e:
+    logging.warning("hand keypoint curves skipped: %s", e)
+    return None, (f"n/a (MediaPipe's hand models missing: run `{pose_estimator.FETCH_COMMAND}`)"
+                  if isinstance(e, FileNotFoundError) else f"n/a ({e})")
+
+
 #: mesh -> VGGFeatures (retrieval), compiled once per process.
 _VGG_NETS: dict = {}
 
@@ -412,7 +433,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
              pckh: bool = True, output_dir: str | None = None, log_every_batches: int | None = None,
              fid: bool = True, inception_weights: str | None = None,
              inception_fc_weights: str | None = None, model=None, retrieval: bool = True,
-             faces: bool = True) -> dict:
+             faces: bool = True, hands: bool = True) -> dict:
   """Generates every eval pair with a trained model and scores it (module docstring).
 
   Args:
@@ -443,6 +464,9 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
     faces: face identity (DRN Table IV) and the face keypoint error curve with dlib
       (:mod:`hpt_jax.metrics.face_identity`, the ``faces`` extra; absent: n/a with the install
       command); False reports them n/a.
+    hands: the hand keypoint error curves (DRN Fig. 7) with MediaPipe's hand models
+      (:mod:`hpt_jax.metrics.hand_landmarks`; absent: n/a with the fetch command); False reports
+      them n/a.
 
   Returns:
     the ``metrics.json`` payload (dict).
@@ -503,6 +527,9 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
   face_desc = {row: [] for row in all_rows}
   face_kp = {row: [] for row in all_rows}
   face_cache: dict[str, tuple] = {}   # real image path -> (descriptor, keypoints)
+  hand_est, hands_na = _load_hands() if hands else (None, HANDS_NA_DISABLED)
+  hand_kp = {row: [] for row in all_rows}
+  hand_cache: dict[str, np.ndarray] = {}   # real target path -> [42, 2] hand keypoints
   # Inception features (and logits) per row; "ground truth" = the real targets.
   incep_feats = {row: [] for row in all_rows}
   incep_logits = {row: [] for row in all_rows}
@@ -584,6 +611,17 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
       for row, paths in ((SOURCE_ROW, src_paths), (GT_ROW, tgt_paths)):
         face_desc[row].extend(face_cache[p][0] for p in paths)
         face_kp[row].append(np.stack([_face_kp(face_cache[p][1]) for p in paths]))
+    if hand_est is not None:
+      # Hands are named right/left by the annotated target wrists, for every row (module docstring
+      # of hpt_jax.metrics.hand_landmarks); the real targets' hands are found once per image.
+      todo = [i for i, p in enumerate(tgt_paths) if p not in hand_cache]
+      if todo:
+        for i, kp in zip(todo, hand_est.estimate(target[:n][todo], target_kp[todo])[0]):
+          hand_cache[tgt_paths[i]] = kp
+      hand_kp[GT_ROW].append(np.stack([hand_cache[p] for p in tgt_paths]))
+      for row in pred_rows[:-1]:
+        hand_kp[row].append(hand_est.estimate(host[row], target_kp)[0])
+      hand_kp[SOURCE_ROW].append(hand_est.estimate(source[:n], target_kp)[0])
     if estimator is not None:
       for row in pred_rows[:-1]:
         pred_kp[row].append(estimator.estimate(host[row]))
@@ -669,6 +707,10 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
        "vgg": (vgg_feats if vgg_net is not None else None, vgg_na)})
   face_info, face_curves = _aggregate_faces(rows, notes, all_rows, face_models, faces_na, face_desc,
                                             face_kp)
+  part_curves = {"body": ({"keypoints": "MediaPipe BlazePose on the generated image vs the annotated target",
+                           **kec} if kec else {"reason": pckh_na}),
+                 "face": face_curves, "hands": _hand_curves(all_rows, hand_kp, hands_na)}
+  _part_columns(rows, notes, all_rows, part_curves)
 
   result = {
       "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -688,10 +730,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
       "keypoint_error_curve": {"thresholds_px": list(KEC_THRESHOLDS), "denominator": "target",
                                **kec},
       "keypoint_error_curve_parts": {
-          "thresholds_px": {part: list(t) for part, t in PART_THRESHOLDS.items()},
-          "body": ({"keypoints": "MediaPipe BlazePose on the generated image vs the annotated target",
-                    **kec} if kec else {"reason": pckh_na}),
-          "face": face_curves, "hands": {"reason": HANDS_NA}},
+          "thresholds_px": {part: list(t) for part, t in PART_THRESHOLDS.items()}, **part_curves},
       "retrieval": retrieval_info,
       "face_identity": face_info,
       "fid": fid_info,
@@ -784,6 +823,47 @@ def _aggregate_faces(rows, notes, all_rows, face_models, faces_na, face_desc, fa
   return info, curves
 
 
+def _hand_curves(all_rows, hand_kp, hands_na) -> dict[str, Any]:
+  """The hand keypoint error curves (``{row: [T] or None}`` plus counts) or ``{'reason'}``: each row's
+  hand landmarks vs those found on the real target, over the real targets' found hands; a hand
+  missing in the row's image counts as wrong (DRN Fig. 7, thresholds :data:`PART_THRESHOLDS`)."""
+  from hpt_jax.metrics import hand_landmarks
+  from hpt_jax.metrics import pckh as pckh_lib
+  if hands_na is not None:
+    return {"reason": hands_na}
+  gt = np.concatenate(hand_kp[GT_ROW])
+  curves: dict[str, Any] = {
+      "keypoints": ("MediaPipe palm detector + 21-point hand landmarks on each row's image vs on the "
+                    "real target; hands named right/left by the annotated target wrists; a missing "
+                    "hand counts as wrong"),
+      "target_hands": hand_landmarks.count_hands(gt), "target_images": int(len(gt)),
+      "hands_found": {}}
+  for row in all_rows:
+    kp = np.concatenate(hand_kp[row])
+    curves["hands_found"][row] = hand_landmarks.count_hands(kp)
+    if row != GT_ROW:
+      c = pckh_lib.keypoint_error_curve(kp, gt, PART_THRESHOLDS["hands"])
+      curves[row] = None if np.isnan(c).any() else [float(v) for v in c]
+  return curves
+
+
+def _part_columns(rows, notes, all_rows, part_curves) -> None:
+  """Fills the ``kec_<part>`` cells (:data:`PART_COLUMN_THRESHOLD`) of every row from the curves."""
+  for part, block in part_curves.items():
+    key = f"kec_{part}"
+    for row in all_rows:
+      curve = block.get(row)
+      rows[row][key] = None if curve is None else curve[PART_COLUMN_THRESHOLD]
+      if curve is not None:
+        continue
+      if "reason" in block:
+        notes[f"{row}/{key}"] = block["reason"]
+      elif row == GT_ROW:
+        notes[f"{row}/{key}"] = "— (real target vs itself: trivially 1)"
+      else:
+        notes[f"{row}/{key}"] = f"n/a (no {part} found in any real target)"
+
+
 def markdown_table(result: Mapping) -> str:
   """The metrics table of a :func:`evaluate` result, as Markdown."""
   head = "| | " + " | ".join(COLUMNS.values()) + " |"
@@ -791,7 +871,7 @@ def markdown_table(result: Mapping) -> str:
   for row in result["row_order"]:
     cells = []
     for key in COLUMNS:
-      value = result["rows"][row][key]
+      value = result["rows"][row].get(key)     # .get: tables of results written before a column existed
       note = result["notes"].get(f"{row}/{key}", "")
       if value is not None:
         mark = (FID_NOT_COMPARABLE_MARK if key == "fid" and not result["fid"]["comparable"] else "")
@@ -813,9 +893,12 @@ def _extra_sections(result: Mapping) -> list[str]:
     for part in ("face", "hands"):
       block, thr = parts[part], parts["thresholds_px"][part]
       if "reason" in block:
-        md.append(f"* {part}: {block['reason']}")
+        md += [f"* {part}: {block['reason']}", ""]
         continue
-      md += [f"{part} ({block['keypoints']}; {block.get('target_faces', '?')} real targets with a face):", "",
+      found = (f"{block['target_faces']} real targets with a face" if part == "face" else
+               f"{block['target_hands']} hands found in the {block['target_images']} real targets; "
+               "hands found per row: " + ", ".join(f"{r} {v}" for r, v in block["hands_found"].items()))
+      md += [f"{part} ({block['keypoints']}; {found}):", "",
              "| | " + " | ".join(f"α = {t:g} px" for t in thr) + " |", "|---|" + "---:|" * len(thr)]
       md += [f"| {row} | " + (" | ".join(f"{v:.4f}" for v in block[row]) if block[row] is not None
                               else " | ".join("n/a" for _ in thr)) + " |"

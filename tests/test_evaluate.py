@@ -104,14 +104,14 @@ def diaf_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluated(drn_run, hpn_run, diaf_run):
   # batch 4 over 6 DRN pairs: the last batch is padded and its padding dropped. DRN's fine-grained
-  # metrics (VGG-16 retrieval, dlib faces) run on DRN only: the same code for every family, and
-  # HPN/DIAF test the disabled (n/a) path.
+  # metrics (VGG-16 retrieval, dlib faces, MediaPipe hands) run on DRN only: the same code for
+  # every family, and HPN/DIAF test the disabled (n/a) path.
   return {
       "drn": evaluation.evaluate(_drn(), drn_run, max_pairs=N_PAIRS, batch_size=4, panels=True),
       "hpn": evaluation.evaluate(_hpn(), hpn_run, max_pairs=N_OTHER, batch_size=4, retrieval=False,
-                                 faces=False),
+                                 faces=False, hands=False),
       "diaf": evaluation.evaluate(_diaf(), diaf_run, max_pairs=N_OTHER, batch_size=4, retrieval=False,
-                                  faces=False),
+                                  faces=False, hands=False),
   }
 
 
@@ -521,6 +521,14 @@ def test_retrieval_and_face_identity_columns(evaluated):
   for key in ("recall3_vgg", "recall10_inception", "face_distance", "face_acc_0.7"):   # --noretrieval, --nofaces
     assert evaluated["hpn"]["rows"]["model (level_32x24)"][key] is None
     assert "disabled" in evaluated["hpn"]["notes"][f"model (level_32x24)/{key}"]
+  assert evaluated["hpn"]["keypoint_error_curve_parts"]["hands"] == {"reason": evaluation.HANDS_NA_DISABLED}
+  hands = result["keypoint_error_curve_parts"]["hands"]
+  if "reason" in hands:   # the MediaPipe hand models are fetched by launch/fetch_models.py
+    assert "fetch_models.py" in hands["reason"]
+  else:
+    assert hands["target_images"] == N_PAIRS and hands["hands_found"]["ground truth"] == hands["target_hands"]
+    for row in result["row_order"][:-1]:
+      assert hands[row] is None or hands[row] == sorted(hands[row]) and 0 <= hands[row][0] <= hands[row][-1] <= 1
   try:
     face_identity.load()
   except Exception as e:  # noqa: BLE001  (the faces extra is optional)

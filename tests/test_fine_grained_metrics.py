@@ -1,7 +1,8 @@
 """DRN's fine-grained metrics (§III-B, Tables IV-V, Fig. 7): retrieval recall@k on hand-made
 embeddings, item ids of PATN names, per-part keypoint error curves on hand-made keypoints, the
-face-identity aggregation, and dlib's face identity on the bundled sample (skipped without the
-``faces`` extra)."""
+face-identity aggregation, dlib's face identity on the bundled sample (skipped without the
+``faces`` extra), and MediaPipe's hands: ROI geometry, side assignment, hand curves on hand-made
+keypoints, the n/a path without the models, one sample photo (skipped without the models)."""
 
 import math
 import os
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from hpt_jax import data, errors, evaluation
-from hpt_jax.metrics import face_identity, pckh, retrieval
+from hpt_jax.metrics import face_identity, hand_landmarks, pckh, pose_estimator, retrieval
 
 
 def test_item_id_of_patn_names():
@@ -108,3 +109,82 @@ def test_dlib_identity_on_the_sample():
   assert same and diff
   assert np.mean(np.array(same) < 0.6) > np.mean(np.array(diff) < 0.6) + 0.3
   assert models.analyse(np.zeros((256, 176, 3), np.uint8)) == (None, None)   # no face
+
+
+# ------------------------------------------------------------ hands (MediaPipe palm + landmarks)
+def test_hand_roi_geometry_and_sides():
+  """The ROI's crop-to-image map (rotation: the crop's up is the image's (sin r, -cos r)), the
+  rotation that makes a vector point up, and the wrist-distance assignment of hands to sides."""
+  up_right = hand_landmarks._rotation_up((10.0, 10.0), (10.0, 20.0))     # (y, x): pointing right
+  assert up_right == pytest.approx(math.pi / 2)
+  assert hand_landmarks._rotation_up((10.0, 10.0), (0.0, 10.0)) == pytest.approx(0.0)
+  m = hand_landmarks.roi_transform(hand_landmarks.HandROI(cy=50.0, cx=60.0, side=20.0, rotation=up_right), 10)
+  apply = lambda x, y: tuple(np.round(m[:, :2] @ [x, y] + m[:, 2], 6))  # noqa: E731
+  assert apply(5, 5) == (60.0, 50.0)            # crop centre -> ROI centre (x, y)
+  assert apply(5, 0) == (70.0, 50.0)            # crop top -> 10 px (half the side) to the right
+  assert apply(0, 5) == (60.0, 40.0)            # crop left -> up in the image
+  body = np.full((18, 2), -1.0)
+  body[4], body[7] = (100, 40), (100, 120)      # right wrist at x=40, left at x=120 (y, x)
+  wrists = [(104, 118), (95, 45), (100, 80), (160, 40)]
+  assert hand_landmarks.assign_sides(wrists, body, 30.0) == {0: 1, 1: 0}
+  assert hand_landmarks.assign_sides(wrists[2:], body, 30.0) == {}       # both hands too far
+  assert hand_landmarks.assign_sides(wrists[2:], body, 45.0) == {0: 0}   # x=80 is 40 px from both: closest pair first, then unique
+  body[7] = -1
+  assert hand_landmarks.assign_sides(wrists, body, 30.0) == {0: 1}       # no left wrist, no left hand
+
+
+def test_hand_curves_on_hand_made_keypoints():
+  """Hand curves at the doubled thresholds (10/20/40 px) over the real targets' found hands; a hand
+  missing in the generated image counts as wrong at every α, an extra hand is not counted."""
+  n_lm = hand_landmarks.NUM_HAND_LANDMARKS
+  gt = np.full((2, 2 * n_lm, 2), -1.0, np.float32)
+  gt[0, :n_lm] = gt[1, :n_lm] = gt[1, n_lm:] = np.stack([100 + np.arange(n_lm), 50 + np.arange(n_lm)], -1)
+  model = np.full_like(gt, -1.0)
+  model[0, :n_lm] = gt[0, :n_lm] + [3.0, 4.0]     # 5 px off: within 10
+  model[1, :n_lm] = gt[1, :n_lm] + [0.0, 15.0]    # 15 px off: within 20
+  model[0, n_lm:] = 30.0                          # a left hand the target lacks: not counted
+  rows = ["model (refined)", evaluation.SOURCE_ROW, evaluation.GT_ROW]
+  hand_kp = {"model (refined)": [model[:1], model[1:]], evaluation.SOURCE_ROW: [np.full_like(gt, -1.0)],
+             evaluation.GT_ROW: [gt]}
+  c = evaluation._hand_curves(rows, hand_kp, None)
+  assert c["target_hands"] == 3 and c["target_images"] == 2
+  assert c["hands_found"] == {"model (refined)": 3, evaluation.SOURCE_ROW: 0, evaluation.GT_ROW: 3}
+  np.testing.assert_allclose(c["model (refined)"], [21 / 63, 42 / 63, 42 / 63])   # the left hand of image 1 is missing
+  assert c[evaluation.SOURCE_ROW] == [0.0, 0.0, 0.0] and evaluation.GT_ROW not in c
+  assert evaluation._hand_curves(rows, {}, "n/a (why)") == {"reason": "n/a (why)"}
+
+
+def test_hands_n_a_when_the_models_are_missing(tmp_path, monkeypatch):
+  with pytest.raises(FileNotFoundError, match="fetch_models.py") as e:
+    hand_landmarks.MediaPipeHandEstimator(model_dir=str(tmp_path))
+  assert isinstance(e.value, errors.UserError)
+  monkeypatch.setenv(pose_estimator.MODELS_DIR_ENV, str(tmp_path))
+  evaluation._load_hands.cache_clear()
+  try:
+    est, reason = evaluation._load_hands()
+  finally:
+    evaluation._load_hands.cache_clear()
+  assert est is None and reason.startswith("n/a") and "fetch_models.py" in reason
+
+
+def test_hand_estimator_on_a_sample_photo():
+  """Both hands of a front-view photo, on the side of their annotated wrists; the mirrored photo
+  gives the mirrored hands on the other sides."""
+  try:
+    est = hand_landmarks.MediaPipeHandEstimator(num_threads=1)
+  except FileNotFoundError:
+    pytest.skip("MediaPipe hand models absent (python launch/fetch_models.py)")
+  name = "fashionMENSweatersid0000321602_1front.jpg"
+  img = np.asarray(Image.open(os.path.join(data.DEEPFASHION_SAMPLE, "img", name)).convert("RGB"))
+  body = np.full((18, 2), -1.0, np.float32)
+  body[4], body[7] = (188, 37), (198, 130)       # annotated right, left wrist (y, x)
+  n_lm = hand_landmarks.NUM_HAND_LANDMARKS
+  kp, presence = est.estimate(np.stack([img, img[:, ::-1]]),
+                              np.stack([body, np.stack([body[:, 0], 175 - body[:, 1]], -1)[[0, 1, 2, 3, 7, 5, 6, 4] + list(range(8, 18))]]))
+  assert (presence >= 0.5).all()
+  assert (kp != -1).all()                        # both hands, all 21 landmarks, in both images
+  for side, wrist in ((0, body[4]), (1, body[7])):
+    assert np.linalg.norm(kp[0, side * n_lm] - wrist) < 12     # landmark 0 (wrist) near the annotated wrist
+  mirrored = np.stack([kp[1, :, 0], 175 - kp[1, :, 1]], -1)
+  swapped = np.concatenate([mirrored[n_lm:], mirrored[:n_lm]])   # the mirror swaps the sides
+  assert np.abs(swapped - kp[0]).max() < 4

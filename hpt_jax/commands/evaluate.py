@@ -35,6 +35,9 @@ Flags:
                 (DRN Table V; default true).
   --[no]faces   face identity and the face keypoint error curve with dlib (DRN Table IV; default
                 true; n/a without the `faces` extra: pip install 'hpt-jax[faces]').
+  --[no]hands   hand keypoint error curves with MediaPipe's palm detector and hand-landmark model
+                (DRN Fig. 7, thresholds 10/20/40 px; default true; n/a without the models:
+                `python launch/fetch_models.py`).
   --inception_weights     converted FID Inception weights (default $HPT_JAX_INCEPTION_WEIGHTS or
                           ~/.cache/hpt_jax/inception_v3_fid.npz).
   --inception_fc_weights  Inception classifier weights for the Inception Score (default
@@ -62,6 +65,7 @@ _PCKH = flags.DEFINE_bool("pckh", True, "Run the pose estimator (PCKh, keypoint 
 _FID = flags.DEFINE_bool("fid", True, "Compute FID (and IS) with the FID Inception-v3.")
 _RETRIEVAL = flags.DEFINE_bool("retrieval", True, "Retrieval recall@3/5/10 (Inception and VGG-16 backbones).")
 _FACES = flags.DEFINE_bool("faces", True, "Face identity and face keypoint curve with dlib (the `faces` extra).")
+_HANDS = flags.DEFINE_bool("hands", True, "Hand keypoint error curves with MediaPipe's hand models.")
 _INCEPTION_WEIGHTS = flags.DEFINE_string(
     "inception_weights", None, "Converted FID Inception weights (.npz; default "
     "$HPT_JAX_INCEPTION_WEIGHTS or ~/.cache/hpt_jax/inception_v3_fid.npz).")
@@ -98,7 +102,7 @@ def main(argv):
                                  inception_weights=_INCEPTION_WEIGHTS.value,
                                  inception_fc_weights=_INCEPTION_FC_WEIGHTS.value,
                                  output_dir=_OUTPUT_DIR.value, retrieval=_RETRIEVAL.value,
-                                 faces=_FACES.value)
+                                 faces=_FACES.value, hands=_HANDS.value)
   print(f"{result['num_pairs']} pairs, {result['description']}: {result['output_dir']}")
   print(evaluation.markdown_table(result))
 

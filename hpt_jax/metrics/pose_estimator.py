@@ -65,7 +65,7 @@ __all__ = [
     "MediaPipePoseEstimator", "MediaPipePersonDetector", "PersonDetection", "PersonEstimate",
     "ModelNotFoundError", "measure_agreement", "load_annotated_images", "default_model_dir",
     "model_search_dirs", "BLAZEPOSE_TO_OPENPOSE", "MEDIAPIPE_VERSION", "LANDMARK_MODEL",
-    "DETECTOR_MODEL", "MODEL_SHA256", "MODEL_WHEEL_PATHS", "FETCH_COMMAND",
+    "DETECTOR_MODEL", "HAND_LANDMARK_MODEL", "PALM_DETECTOR_MODEL", "MODEL_SHA256", "MODEL_WHEEL_PATHS", "FETCH_COMMAND",
 ]
 
 #: PyPI mediapipe release whose wheel ships the model.
@@ -74,13 +74,22 @@ MEDIAPIPE_VERSION = "0.10.14"
 LANDMARK_MODEL = "pose_landmark_full.tflite"
 #: File name of the person (pose) detector model in the models directory.
 DETECTOR_MODEL = "pose_detection.tflite"
-#: Path of each model inside the mediapipe wheel (a zip).
+#: File name of MediaPipe's hand-landmark model (:mod:`hpt_jax.metrics.hand_landmarks`).
+HAND_LANDMARK_MODEL = "hand_landmark_full.tflite"
+#: File name of MediaPipe's palm-detection model (:mod:`hpt_jax.metrics.hand_landmarks`).
+PALM_DETECTOR_MODEL = "palm_detection_full.tflite"
+#: Path of each model inside the mediapipe wheel (a zip); ``python launch/fetch_models.py`` extracts
+#: them all.
 MODEL_WHEEL_PATHS = {LANDMARK_MODEL: "mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
-                     DETECTOR_MODEL: "mediapipe/modules/pose_detection/pose_detection.tflite"}
+                     DETECTOR_MODEL: "mediapipe/modules/pose_detection/pose_detection.tflite",
+                     HAND_LANDMARK_MODEL: "mediapipe/modules/hand_landmark/hand_landmark_full.tflite",
+                     PALM_DETECTOR_MODEL: "mediapipe/modules/palm_detection/palm_detection_full.tflite"}
 #: sha256 of each extracted model (mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64 wheel).
 MODEL_SHA256 = {
     LANDMARK_MODEL: "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
     DETECTOR_MODEL: "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
+    HAND_LANDMARK_MODEL: "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3",
+    PALM_DETECTOR_MODEL: "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54",
 }
 #: Command that downloads the model.
 FETCH_COMMAND = "python launch/fetch_models.py"
