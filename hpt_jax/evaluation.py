@@ -526,7 +526,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
   face_models, faces_na = _load_faces() if faces else (None, FACES_NA_DISABLED)
   face_desc = {row: [] for row in all_rows}
   face_kp = {row: [] for row in all_rows}
-  face_cache: dict[str, tuple] = {}   # real image path -> (descriptor, keypoints)
+  identity_cache: dict[str, tuple] = {}   # real image path -> dlib (descriptor, keypoints)
   hand_est, hands_na = _load_hands() if hands else (None, HANDS_NA_DISABLED)
   hand_kp = {row: [] for row in all_rows}
   hand_cache: dict[str, np.ndarray] = {}   # real target path -> [42, 2] hand keypoints
@@ -602,15 +602,15 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
     if face_models is not None:
       for paths, images in ((src_paths, source[:n]), (tgt_paths, target[:n])):
         for p, im in zip(paths, images):
-          if p not in face_cache:
-            face_cache[p] = face_models.analyse(im)
+          if p not in identity_cache:
+            identity_cache[p] = face_models.analyse(im)
       for row in pred_rows[:-1]:
         d, k = face_models.analyse_batch(host[row])
         face_desc[row].extend(d)
         face_kp[row].append(k)
       for row, paths in ((SOURCE_ROW, src_paths), (GT_ROW, tgt_paths)):
-        face_desc[row].extend(face_cache[p][0] for p in paths)
-        face_kp[row].append(np.stack([_face_kp(face_cache[p][1]) for p in paths]))
+        face_desc[row].extend(identity_cache[p][0] for p in paths)
+        face_kp[row].append(np.stack([_face_kp(identity_cache[p][1]) for p in paths]))
     if hand_est is not None:
       # Hands are named right/left by the annotated target wrists, for every row (module docstring
       # of hpt_jax.metrics.hand_landmarks); the real targets' hands are found once per image.
