@@ -511,3 +511,52 @@ def run_summary(workdir: str, wall_s: float | None = None, max_metrics: int = 8)
   if os.path.isfile(os.path.join(workdir, "config.json")):
     lines.append(f"  config: {os.path.join(workdir, 'config.json')}")
   return "\n".join(lines)
+
+
+#: TensorBoard scalars that measure time, not the computation (left out of :func:`event_scalars`).
+TIMING_TAGS = ("steps_per_sec", "uptime", "seconds", "_time", "time_")
+
+
+def _scalar(event) -> float | None:
+  """The value of a scalar TensorBoard tensor event, or None for non-scalars (images, hparams)."""
+  from tensorboard.util import tensor_util
+  value = np.asarray(tensor_util.make_ndarray(event.tensor_proto))
+  return float(value.reshape(-1)[0]) if value.size == 1 and value.dtype.kind == "f" else None
+
+
+def event_scalars(workdir: str, timing: bool = False) -> dict[str, list[tuple[int, float]]]:
+  """The scalars of a run's TensorBoard event files (``DIR/events.out.tfevents.*``, written by
+  training when TensorFlow is installed), e.g. for plots or bit-for-bit comparisons of two runs.
+
+  Readable while the run is still writing (a half-written last record is left out).
+
+  Args:
+    workdir: the run folder (a missing folder or one without event files gives ``{}``).
+    timing: also the scalars that measure time, not the computation (:data:`TIMING_TAGS`:
+      ``steps_per_sec``, ``uptime``, ...).
+
+  Returns:
+    ``{tag: [(step, value), ...]}`` in the order written (float values; image and other non-scalar
+    tags left out).
+
+  Raises:
+    hpt_jax.errors.MissingDependencyError: the ``tensorboard`` package is missing (names the extra).
+  """
+  try:
+    from tensorboard.backend.event_processing import event_accumulator
+  except ImportError as e:
+    raise errors.missing_extra("reading TensorBoard event files", "tensorboard", e) from e
+  out: dict[str, list[tuple[int, float]]] = {}
+  names = sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []
+  for name in names:
+    if not name.startswith("events.out.tfevents"):
+      continue
+    acc = event_accumulator.EventAccumulator(os.path.join(workdir, name), size_guidance={"tensors": 0})
+    acc.Reload()
+    for tag in acc.Tags()["tensors"]:
+      if not timing and any(t in tag for t in TIMING_TAGS):
+        continue
+      values = [(e.step, _scalar(e)) for e in acc.Tensors(tag)]
+      if any(v is not None for _, v in values):
+        out.setdefault(tag, []).extend(values)
+  return out

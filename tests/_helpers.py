@@ -46,36 +46,6 @@ def random_like(abstract, seed):
   return jax.tree_util.tree_map_with_path(draw, abstract)
 
 
-#: TensorBoard scalars that measure time, not the computation (left out of :func:`event_scalars`).
-TIMING_TAGS = ("steps_per_sec", "uptime", "seconds", "_time", "time_")
-
-
-def _scalar(event) -> float | None:
-  """The value of a scalar TensorBoard tensor event, or None for non-scalars (images, hparams)."""
-  from tensorboard.util import tensor_util
-  value = np.asarray(tensor_util.make_ndarray(event.tensor_proto))
-  return float(value.reshape(-1)[0]) if value.size == 1 and value.dtype.kind == "f" else None
-
-
-def event_scalars(workdir) -> dict[str, list[tuple[int, float]]]:
-  """``{tag: [(step, value), ...]}`` of the TensorBoard scalars logged in ``workdir`` (timing
-  scalars excluded), for bit-for-bit comparisons of two runs."""
-  from tensorboard.backend.event_processing import event_accumulator
-  out = {}
-  for name in sorted(os.listdir(workdir)):
-    if not name.startswith("events.out.tfevents"):
-      continue
-    acc = event_accumulator.EventAccumulator(os.path.join(workdir, name), size_guidance={"tensors": 0})
-    acc.Reload()
-    for tag in acc.Tags()["tensors"]:
-      if any(t in tag for t in TIMING_TAGS):
-        continue
-      values = [(e.step, _scalar(e)) for e in acc.Tensors(tag)]
-      if any(v is not None for _, v in values):
-        out.setdefault(tag, []).extend(values)
-  return out
-
-
 def assert_same_tree(a, b) -> None:
   """Every leaf of two pytrees bit-identical (and at least one leaf)."""
   la, lb = jax.tree.leaves(jax.device_get(a)), jax.tree.leaves(jax.device_get(b))

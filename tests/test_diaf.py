@@ -16,7 +16,8 @@ from hpt_jax import flow as flow_lib
 from hpt_jax.models import diaf as diaf_models
 from hpt_jax.train import diaf as diaf_train
 from hpt_jax.input_pipeline import diaf_pipeline, patn_format
-from tests._helpers import assert_same_tree, event_scalars, saved_state
+from hpt_jax.runs import event_scalars
+from tests._helpers import assert_same_tree, saved_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

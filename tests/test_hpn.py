@@ -17,7 +17,8 @@ from hpt_jax.configs import deepfashion_hpn, hpn_1024
 from hpt_jax import pose, weights
 from hpt_jax.models import hpn as hpn_model
 from hpt_jax.train import hpn
-from tests._helpers import assert_same_tree, event_scalars
+from hpt_jax.runs import event_scalars
+from tests._helpers import assert_same_tree
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

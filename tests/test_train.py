@@ -14,7 +14,8 @@ from hpt_jax.configs import deepfashion_drn
 from hpt_jax import checkpoints, parallel, runs
 from hpt_jax.train import drn as drn_train
 from hpt_jax.train import loop
-from tests._helpers import assert_same_tree, event_scalars, init_like_training
+from hpt_jax.runs import event_scalars
+from tests._helpers import assert_same_tree, init_like_training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
