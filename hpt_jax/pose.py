@@ -61,6 +61,37 @@ def present_mask(keypoints: np.ndarray) -> np.ndarray:
   return np.all(keypoints != MISSING, axis=-1)
 
 
+def interpolate_poses(keyframes: np.ndarray, steps: int) -> np.ndarray:
+  """A pose sequence through key poses, for pose-guided animation (e.g. a GIF of transfer results).
+
+  Between each two consecutive key poses, ``steps`` frames move every joint linearly, the first
+  being the earlier key pose; the last key pose ends the sequence. A joint missing in either key
+  pose is missing (-1) in the frames between them.
+
+  Args:
+    keyframes: float ``[K, 18, 2]`` (y, x) keypoints, -1 = missing, K >= 1.
+    steps: frames per interval (>= 1; 1 returns the key poses).
+
+  Returns:
+    float32 ``[(K - 1) * steps + 1, 18, 2]``.
+
+  Raises:
+    ValueError: ``keyframes`` is not ``[K, 18, 2]`` with K >= 1, or ``steps`` < 1.
+  """
+  kf = np.asarray(keyframes, np.float32)
+  if kf.ndim != 3 or kf.shape[1:] != (NUM_JOINTS, 2) or not len(kf):
+    raise ValueError(f"keyframes must be [K, {NUM_JOINTS}, 2] with K >= 1, got {kf.shape}")
+  if steps < 1:
+    raise ValueError(f"steps must be >= 1, got {steps}")
+  frames = []
+  for a, b in zip(kf[:-1], kf[1:]):
+    both = (present_mask(a) & present_mask(b))[:, None]
+    for t in np.arange(steps, dtype=np.float32) / np.float32(steps):
+      frames.append(np.where(both, a + t * (b - a), np.float32(MISSING)) if t > 0 else a)
+  frames.append(kf[-1])
+  return np.stack(frames).astype(np.float32)
+
+
 #: Heatmap encodings (``config.pose.encoding``): the float Gaussian, or PATN's stored one-pixel maps.
 ENCODINGS = ("gaussian", "one_pixel")
 

@@ -66,6 +66,37 @@ def warn_if_cpu(config, name: str) -> None:
     logging.warning("%s", message)
 
 
+def train(config, workdir: str, source: dict | None = None, *, started: float | None = None) -> str:
+  """Trains ``config`` in ``workdir``: what ``hpt-train`` does once its flags are read (also called
+  in-process by :func:`hpt_jax.notebook.train`).
+
+  Writes or checks ``DIR/config.json`` (:func:`hpt_jax.runs.write_config_json`), warns when a
+  preset sized for an accelerator runs on the CPU, and runs the family's ``train_and_evaluate``
+  (resuming from the latest checkpoint).
+
+  Args:
+    config: the resolved config (``config.model_name`` picks the family, :mod:`hpt_jax.registry`).
+    workdir: the run folder.
+    source: where the config came from, for ``config.json`` (``{'config': 'NAME[:PRESET]',
+      'overrides': [...]}``; its ``config`` also names the preset for the CPU warning).
+    started: ``time.perf_counter()`` when the command started (default: now), for the summary.
+
+  Returns:
+    the run summary text (per stage: steps, time, final losses, checkpoint; also in
+    ``DIR/summary.json``).
+
+  Raises:
+    hpt_jax.errors.UserError subclasses: bad config, data or resume (one line naming the field or file).
+  """
+  t0 = time.perf_counter() if started is None else started
+  family = registry.get(config.model_name)
+  warn_if_cpu(config, (source or {}).get("config") or "")
+  logging.info("training %s in %s", config.model_name, workdir)
+  runs.write_config_json(workdir, config, source)
+  family.train_module().train_and_evaluate(config, workdir)
+  return runs.run_summary(workdir, time.perf_counter() - t0)
+
+
 def main(argv):
   del argv  # cli.run rejects extra arguments
   t0 = time.perf_counter()
@@ -74,12 +105,7 @@ def main(argv):
   parallel.set_deterministic(bool(config.get("deterministic", False)))
   parallel.maybe_initialize_distributed()
   preemption.install(config.get("preemption_grace_s", preemption.DEFAULT_GRACE_S))
-  family = registry.get(config.model_name)
-  warn_if_cpu(config, source.get("config") or "")
-  logging.info("training %s in %s", config.model_name, _WORKDIR.value)
-  runs.write_config_json(_WORKDIR.value, config, source)
-  family.train_module().train_and_evaluate(config, _WORKDIR.value)
-  print(runs.run_summary(_WORKDIR.value, time.perf_counter() - t0), flush=True)
+  print(train(config, _WORKDIR.value, source, started=t0), flush=True)
 
 
 def run() -> None:
