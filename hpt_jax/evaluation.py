@@ -289,11 +289,11 @@ def pairs_digest(examples: Sequence[Any]) -> str:
 
 
 def model_tag(model: "inference.PoseTransferModel") -> str:
-  """Folder name of an evaluation: ``drn_<step>``, ``hpn_level_<H>x<W>_<step>``, ``diaf_<phase>_<step>``, or
+  """Folder name of an evaluation: ``drn_<step>`` (``drn_<step>_face_<step>`` with the face module), ``hpn_level_<H>x<W>_<step>``, ``diaf_<phase>_<step>``, or
   ``<family>_exported``."""
   steps = model.source.get("steps", {})
   if model.family == "drn" and "drn" in steps:
-    return f"drn_{steps['drn']}"
+    return f"drn_{steps['drn']}" + (f"_face_{steps['drn_face']}" if "drn_face" in steps else "")
   if model.family == "hpn" and model.level.name in steps:
     return f"hpn_{model.level.name}_{steps[model.level.name]}"
   if model.family == "diaf" and model.networks[-1] in steps:
@@ -418,6 +418,12 @@ def _face_kp(kp):
   return np.full((face_identity.NUM_FACE_KEYPOINTS, 2), -1.0, np.float32) if kp is None else kp
 
 
+def _landmarks_or_none(cache, path: str) -> np.ndarray:
+  """Frontal 68 landmarks of an image from the face cache, or all −1 (float32 [68, 2])."""
+  lm = cache.frontal_landmarks(path)
+  return np.full((68, 2), -1.0, np.float32) if lm is None else lm
+
+
 def _pose_panel(keypoints: np.ndarray, hw: tuple[int, int], sigma: float) -> np.ndarray:
   from hpt_jax import pose
   heat = pose.keypoints_to_heatmaps(np.asarray(keypoints, np.float32)[None], hw[0], hw[1], sigma)
@@ -433,7 +439,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
              pckh: bool = True, output_dir: str | None = None, log_every_batches: int | None = None,
              fid: bool = True, inception_weights: str | None = None,
              inception_fc_weights: str | None = None, model=None, retrieval: bool = True,
-             faces: bool = True, hands: bool = True) -> dict:
+             faces: bool = True, hands: bool = True, face_workdir: str | None = None) -> dict:
   """Generates every eval pair with a trained model and scores it (module docstring).
 
   Args:
@@ -467,6 +473,11 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
     hands: the hand keypoint error curves (DRN Fig. 7) with MediaPipe's hand models
       (:mod:`hpt_jax.metrics.hand_landmarks`; absent: n/a with the fetch command); False reports
       them n/a.
+    face_workdir: DRN only: a face-module run (``--config=deepfashion_drn_face``) blended into
+      the output (DRN Eq. 2, :class:`hpt_jax.inference.DRNModel`) for the face pairs of the face
+      cache next to ``eval_data.annotations``; the table then has the rows "model (refined + face
+      module)" and "refined (no face module)", and ``metrics.json`` ``face_module`` counts the
+      outputs that used it.
 
   Returns:
     the ``metrics.json`` payload (dict).
@@ -489,7 +500,8 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
 
   t_start = time.perf_counter()
   if model is None:
-    model = inference.load(config, workdir, step=step, level=level, batch_size=batch_size)
+    model = inference.load(config, workdir, step=step, level=level, batch_size=batch_size,
+                           face_workdir=face_workdir)
   mesh = model.mesh
   batch_size = model.batch_size
   tag = model_tag(model)
@@ -552,6 +564,12 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
         estimate_cache[paths[i]] = kp
     return np.stack([estimate_cache[p] for p in paths])
 
+  face_cache, face_cache_path, face_used = None, None, 0
+  if getattr(model, "uses_faces", False):
+    from hpt_jax.input_pipeline import faces as face_data
+    face_cache_path = face_data.default_cache_path(config.eval_data)
+    face_cache = face_data.FaceCache.load(face_cache_path)
+
   t_loop = time.perf_counter()
   for b, start in enumerate(range(0, n_pairs, batch_size)):
     idx = list(range(start, min(start + batch_size, n_pairs)))
@@ -563,9 +581,14 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
     source = np.stack(real[:n])
     target = np.stack(real[n:])
     target_kp = np.stack([e.target_keypoints for e in exs])
-    model_batch = model.prepare(source, np.stack([e.source_keypoints for e in exs]), target_kp)
+    landmarks = ()
+    if face_cache is not None:      # DRN's face module: frontal landmarks of both images, from the cache
+      landmarks = tuple(np.stack([_landmarks_or_none(face_cache, p) for p in paths]) for paths in (src_paths, tgt_paths))
+    model_batch = model.prepare(source, np.stack([e.source_keypoints for e in exs]), target_kp, *landmarks)
     model_batch = {k: jax.device_put(parallel.pad_to(v, batch_size), sharding) for k, v in model_batch.items()}
     gen = model.generate_device(model_batch)
+    if "face_used" in gen:
+      face_used += int(np.sum(np.asarray(jax.device_get(gen["face_used"]))[:n]))
     source = parallel.pad_to(source, batch_size)
     target = parallel.pad_to(target, batch_size)
     target_dev = jnp.asarray(target)
@@ -733,6 +756,12 @@ def evaluate(config, workdir: str, *, step: int | None = None, level: int | None
           "thresholds_px": {part: list(t) for part, t in PART_THRESHOLDS.items()}, **part_curves},
       "retrieval": retrieval_info,
       "face_identity": face_info,
+      "face_module": (None if face_cache is None else {
+          "used": face_used, "pairs": n_pairs, "face_workdir": model.source.get("face_workdir"),
+          "step": model.source.get("steps", {}).get("drn_face"), "cache": face_cache_path,
+          "blend_sigma": float(model.face_config.blend.sigma),
+          "rule": ("DRN Eq. 2 for the pairs whose source and target images both have a frontal face in the "
+                   "face cache (hpt_jax/input_pipeline/faces.py); other outputs are the body output")}),
       "fid": fid_info,
       "is": is_info,
       "lpips_nets": {k: v.weights_path for k, v in lpips_nets.items()},
@@ -908,6 +937,11 @@ def _extra_sections(result: Mapping) -> list[str]:
   if r:
     md += ["", f"* Retrieval (R@k): {r['queries']}; gallery: {r['gallery']} "
                f"({r.get('gallery_size', '?')} images, {r.get('items', '?')} items); {r['note']}."]
+  fm = result.get("face_module")
+  if fm:
+    md += [f"* Face module (DRN Eq. 2, σ = {fm['blend_sigma']:g} px, step {fm['step']} of {fm['face_workdir']}): "
+           f"used for {fm['used']} of {fm['pairs']} outputs (face pairs: frontal faces in both images, "
+           f"{fm['cache']}); the other outputs equal the body output."]
   f = result.get("face_identity")
   if f and f.get("per_row"):
     gen = ", ".join(f"{row} {v['generated_faces']}" for row, v in f["per_row"].items())

@@ -191,7 +191,12 @@ class PoseTransferModel:
         result[key] = _to_stored_image(value, self.stored_size, self.pad_to_width)
     return result
 
-  def prepare(self, source_images, source_keypoints, target_keypoints) -> dict[str, np.ndarray]:
+  #: Whether the model takes face landmarks (DRN with its face module): :meth:`prepare` passes
+  #: ``source_landmarks``/``target_landmarks`` to ``_prepare_pair`` only then.
+  uses_faces: bool = False
+
+  def prepare(self, source_images, source_keypoints, target_keypoints, source_landmarks=None,
+              target_landmarks=None) -> dict[str, np.ndarray]:
     """Host framing of a batch: stored-frame inputs (validated) → the model-frame batch ``_forward`` takes.
 
     Args: as :meth:`generate`, batched.
@@ -201,7 +206,13 @@ class PoseTransferModel:
       ``source_image``, ``source_pose``, ``target_pose``).
     """
     images, src_kp, tgt_kp = self._validate(source_images, source_keypoints, target_keypoints)
-    pairs = [self._prepare_pair(Image.fromarray(images[i]), src_kp[i], tgt_kp[i]) for i in range(len(images))]
+    if not self.uses_faces:
+      pairs = [self._prepare_pair(Image.fromarray(images[i]), src_kp[i], tgt_kp[i]) for i in range(len(images))]
+    else:
+      src_lm = _validate_landmarks("source_landmarks", source_landmarks, len(images))
+      tgt_lm = _validate_landmarks("target_landmarks", target_landmarks, len(images))
+      pairs = [self._prepare_pair(Image.fromarray(images[i]), src_kp[i], tgt_kp[i], src_lm[i], tgt_lm[i])
+               for i in range(len(images))]
     return {k: np.stack([p[k] for p in pairs]) for k in pairs[0]}
 
   def _validate(self, images, src_kp, tgt_kp):
@@ -231,7 +242,8 @@ class PoseTransferModel:
       kps.append(kp)
     return images, kps[0], kps[1]
 
-  def generate(self, source_image, source_keypoints, target_keypoints) -> dict[str, np.ndarray]:
+  def generate(self, source_image, source_keypoints, target_keypoints, source_landmarks=None,
+               target_landmarks=None) -> dict[str, np.ndarray]:
     """The generated image and the family's intermediates, at the stored size.
 
     Args:
@@ -239,6 +251,11 @@ class PoseTransferModel:
         H×W = ``config.data.stored_size``.
       source_keypoints, target_keypoints: float ``[18, 2]`` or ``[B, 18, 2]`` (y, x) pixels of
         the stored frame, OpenPose-18 order, −1 = missing.
+      source_landmarks, target_landmarks: DRN with a face module only (ignored otherwise): the 68
+        dlib landmarks of a *frontal* face in the source image and in the target image, float
+        ``[68, 2]`` or ``[B, 68, 2]`` (y, x) stored-frame pixels, all −1 (or None) where there is
+        none (:meth:`hpt_jax.input_pipeline.faces.FaceCache.frontal_landmarks`). The face
+        module runs for the pairs with both.
 
     Returns:
       ``{'image': uint8 [B, H, W, 3], <intermediate>: …}`` (module docstring); without the batch
@@ -250,7 +267,9 @@ class PoseTransferModel:
     single = np.ndim(source_image) == 3
     if single:
       source_image = np.asarray(source_image)[None]
-    batch = self.prepare(source_image, source_keypoints, target_keypoints)
+      source_landmarks, target_landmarks = (None if lm is None else np.asarray(lm)[None]
+                                            for lm in (source_landmarks, target_landmarks))
+    batch = self.prepare(source_image, source_keypoints, target_keypoints, source_landmarks, target_landmarks)
     out = self.generate_batch(batch)
     return {k: v[0] for k, v in out.items()} if single else out
 
@@ -299,6 +318,17 @@ def _restore_network(directory: str, step: int, target: dict, workdir: str, rena
     raise ConfigMismatchError(_mismatch_message(directory, workdir, str(e))) from e
 
 
+def _validate_landmarks(name: str, landmarks, n: int) -> list:
+  """[n] of float32 [68, 2] or None (None / any −1 = no frontal face)."""
+  if landmarks is None:
+    return [None] * n
+  lm = np.asarray(landmarks, np.float32)
+  if lm.shape != (n, 68, 2) or not np.all(np.isfinite(lm)):
+    raise InputError(f"{name} of shape {lm.shape}: expected finite [{n}, 68, 2] (dlib 68-point (y, x) pixels "
+                     "of the stored frame, -1 = no frontal face)")
+  return [None if np.any(x < 0) else x for x in lm]
+
+
 def _pick_step(directory: str, step: int | None, workdir: str) -> int:
   steps = checkpoints.checkpoint_steps(directory)
   if not steps:
@@ -327,38 +357,90 @@ def _pose_maps(config, keypoints: np.ndarray, h: int, w: int) -> np.ndarray:
 
 # =================================================================================== DRN
 class DRNModel(PoseTransferModel):
-  """DRN / RATE-Net inference (DRN paper §IV-A): G_P's coarse output and the refined Ĩ_t = Ĩ_c + R_t.
+  """DRN / RATE-Net inference (DRN paper §IV-A): G_P's coarse output, the refined Ĩ_c + R_t and,
+  with the face module, Eq. 2.
 
   Outputs: ``image`` (refined, clipped to [-1, 1] before quantising) and ``coarse`` (G_P alone).
   Model frame: ``data.image_size``, PATN Gaussian heatmaps of σ = ``pose.sigma``
   (:func:`hpt_jax.pose.keypoints_to_heatmaps`).
+
+  **Face module** (:mod:`hpt_jax.models.drn_face`, trained separately with
+  ``--config=deepfashion_drn_face``; restored with ``face_workdir``): for a *face pair* (frontal
+  landmarks given for both the source and the target, :meth:`PoseTransferModel.generate`) the
+  source face crop and the target sketch H_F give the face Ĩ_F, which is blended into the body
+  output at the **stored** resolution (after the body's resize) with M_F = g(σ) * 1[B_F], σ =
+  the face config's ``blend.sigma`` stored pixels (:func:`hpt_jax.models.drn_face.blend`). Then
+  ``image`` is the blend, ``body`` the body output Ĩ_c + R_t (== ``image`` for other pairs) and
+  ``face_used`` bool [B] says which outputs used the face module.
   """
 
   family = "drn"
   networks = ("pose_branch", "detail")
+  face_config = None
 
-  def __init__(self, config, variables, **kw):
+  def __init__(self, config, variables, *, face_config=None, **kw):
     from hpt_jax.models import drn
     self.models = drn.build_models(config.model, jnp.dtype(config.dtype))
+    if "face_generator" in variables:
+      from hpt_jax.models import drn_face
+      if face_config is None:
+        raise ValueError("the face module's variables need its config (face_config)")
+      self.face_config = face_config
+      self.face_models = drn_face.build_models(face_config.model, jnp.dtype(config.dtype))
+      self.networks = type(self).networks + ("face_generator",)
+      self.uses_faces = True
     super().__init__(config, variables, **kw)
 
   def image_rows(self):
-    return [("image", "model (refined)"), ("coarse", "coarse (G_P only)")]
+    rows = [("image", "model (refined)"), ("coarse", "coarse (G_P only)")]
+    if self.face_config is not None:
+      rows = [("image", "model (refined + face module)"), ("body", "refined (no face module)"), rows[1]]
+    return rows
 
   def description(self):
-    return f"DRN refined output, checkpoint step {self.source.get('steps', {}).get('drn', '?')}"
+    what = f"DRN refined output, checkpoint step {self.source.get('steps', {}).get('drn', '?')}"
+    if self.face_config is not None:
+      what += (f", face module step {self.source.get('steps', {}).get('drn_face', '?')} "
+               f"({self.source.get('face_workdir', '?')})")
+    return what
 
-  def _prepare_pair(self, source, source_kp, target_kp):
+  def _prepare_pair(self, source, source_kp, target_kp, source_landmarks=None, target_landmarks=None):
     h, w = self.model_size
     image, src_kp = pipeline.frame_image(source, source_kp, 0, self.model_size)
     tgt_kp = pipeline.frame_keypoints(target_kp, self.stored_size, 0, self.model_size)
     heat = _pose_maps(self.config, np.stack([src_kp, tgt_kp]), h, w)
-    return {"source_image": image, "source_pose": heat[0], "target_pose": heat[1]}
+    out = {"source_image": image, "source_pose": heat[0], "target_pose": heat[1]}
+    if self.face_config is not None:
+      from hpt_jax.input_pipeline import faces
+      out.update(faces.pair_arrays(source, source_landmarks, target_landmarks,
+                                   float(self.face_config.face_data.box_scale)))
+    return out
 
   def _forward(self, variables, batch):
     from hpt_jax.models import drn
-    out = drn.generate(self.models, {k: v["params"] for k, v in variables.items()}, batch)
-    return {"image": out["refined"], "coarse": out["coarse"]}
+    out = drn.generate(self.models, {k: v["params"] for k, v in variables.items() if k in type(self).networks}, batch)
+    result = {"image": out["refined"], "coarse": out["coarse"]}
+    if self.face_config is not None:
+      from hpt_jax.models import drn_face
+      result["face"] = drn_face.generate(self.face_models, {"face_generator": variables["face_generator"]["params"]},
+                                         batch)
+    return result
+
+  def _stored_outputs(self, variables, batch):
+    if self.face_config is None:
+      return super()._stored_outputs(variables, batch)
+    from hpt_jax.models import drn_face
+    out = self._forward(variables, batch)
+    h, w = self.stored_size
+    body = jnp.clip(out["image"].astype(jnp.float32), -1.0, 1.0)
+    if tuple(body.shape[1:3]) != (h, w):
+      body = jax.image.resize(body, (body.shape[0], h, w, 3), method="linear")
+    blended, _ = drn_face.blend(body, out["face"], batch["target_box"], batch["face_pair"],
+                                float(self.face_config.blend.sigma))
+    return {"image": image_io.quantize(jnp.clip(blended, -1.0, 1.0)).astype(jnp.uint8),
+            "body": image_io.quantize(body).astype(jnp.uint8),
+            "coarse": _to_stored_image(out["coarse"], self.stored_size, 0),
+            "face_used": batch["face_pair"]}
 
   @classmethod
   def abstract_variables(cls, config):
@@ -370,7 +452,9 @@ class DRNModel(PoseTransferModel):
         *drn.init_inputs(config.model, name, size))} for name in cls.networks}
 
   @classmethod
-  def restore(cls, config, workdir, *, step=None, level=None, mesh=None, batch_size=None):
+  def restore(cls, config, workdir, *, step=None, level=None, mesh=None, batch_size=None, face_workdir=None):
+    """Restores G_P and G_T from ``<workdir>/checkpoints/drn/`` and, with ``face_workdir`` (a
+    ``deepfashion_drn_face`` run), the face module's G_F (:func:`restore_face_module`)."""
     del level
     mesh = parallel.make_mesh() if mesh is None else mesh
     directory = os.path.abspath(os.path.join(workdir, "checkpoints", "drn"))
@@ -380,8 +464,55 @@ class DRNModel(PoseTransferModel):
     target = {"params": {k: v["params"] for k, v in abstract.items()}}
     restored = _restore_network(directory, step, target, workdir, mesh=mesh)
     variables = {k: {"params": restored["params"][k]} for k in cls.networks}
-    return cls(config, variables, source={"workdir": os.path.abspath(workdir), "steps": {"drn": step},
-                                          "checkpoint": directory}, mesh=mesh, batch_size=batch_size)
+    source = {"workdir": os.path.abspath(workdir), "steps": {"drn": step}, "checkpoint": directory}
+    face_config = None
+    if face_workdir:
+      face_config, face_variables, face_step = restore_face_module(face_workdir, mesh=mesh)
+      variables["face_generator"] = face_variables
+      source["steps"]["drn_face"] = face_step
+      source["face_workdir"] = os.path.abspath(face_workdir)
+    return cls(config, variables, source=source, mesh=mesh, batch_size=batch_size, face_config=face_config)
+
+
+def restore_face_module(face_workdir: str, *, step: int | None = None, mesh=None):
+  """DRN's face module from a ``deepfashion_drn_face`` run: ``(face config, {'params': G_F},
+  step)``; the config is the run's ``config.json``, the weights ``checkpoints/drn_face/<step>``.
+
+  Raises:
+    CheckpointNotFoundError: no config.json or no checkpoint (names the folder).
+    ConfigError: the run is not a face-module run.
+    ConfigMismatchError: the checkpoint does not fit the recorded config.
+  """
+  from hpt_jax.models import drn_face
+  face_config = runs.load_config_json(face_workdir)
+  if face_config is None:
+    raise CheckpointNotFoundError(f"no config.json in {face_workdir}: --face_workdir must be a face-module run "
+                                  f"(python launch/train.py --config=deepfashion_drn_face:cpu --workdir={face_workdir})")
+  if face_config.get("model_name") != "drn_face":
+    raise ConfigError(f"{face_workdir} is a {face_config.get('model_name')!r} run, not the face module "
+                      "(config.model_name='drn_face', --config=deepfashion_drn_face)")
+  directory = os.path.abspath(os.path.join(face_workdir, "checkpoints", "drn_face"))
+  step = _pick_step(directory, step, face_workdir)
+  gen = drn_face.build_models(face_config.model)["face_generator"]
+  size = int(face_config.face_data.crop_size)
+  abstract = jax.eval_shape(lambda: gen.init(jax.random.PRNGKey(0), *drn_face.init_inputs("face_generator", size)))
+  restored = _restore_network(directory, step, {"params": {"face_generator": abstract["params"]}}, face_workdir,
+                              mesh=parallel.make_mesh() if mesh is None else mesh)
+  return face_config, {"params": restored["params"]["face_generator"]}, step
+
+
+class DRNFaceModule(PoseTransferModel):
+  """The ``drn_face`` family's entry: the face module is not a pose-transfer model by itself; it
+  is restored into a DRN model (:meth:`DRNModel.restore` ``face_workdir``)."""
+
+  family = "drn_face"
+  networks = ("face_generator",)
+
+  @classmethod
+  def restore(cls, config, workdir, *, step=None, level=None, mesh=None, batch_size=None):
+    del config, step, level, mesh, batch_size
+    raise ConfigError(f"{workdir} holds DRN's face module, which works inside a DRN model: evaluate or transfer "
+                      f"with the DRN run's --workdir and --face_workdir={workdir}")
 
 
 # =================================================================================== PATN
@@ -649,7 +780,7 @@ class DIAFModel(PoseTransferModel):
 
 # =============================================================================== entry points
 def load(config, workdir: str, *, step: int | None = None, level: int | None = None, mesh=None,
-         batch_size: int | None = None) -> PoseTransferModel:
+         batch_size: int | None = None, face_workdir: str | None = None) -> PoseTransferModel:
   """Restores the model of ``config.model_name`` from a training workdir or an exported folder.
 
   Args:
@@ -660,6 +791,8 @@ def load(config, workdir: str, *, step: int | None = None, level: int | None = N
     step: checkpoint step of the final network (default: the latest).
     level: HPN only, the level index whose output is ``image`` (default: the highest present).
     mesh, batch_size: see :class:`PoseTransferModel`.
+    face_workdir: DRN only: a ``deepfashion_drn_face`` run whose face module is blended in
+      (:class:`DRNModel`; not for an exported folder).
 
   Raises:
     hpt_jax.registry.UnknownFamilyError: unknown ``config.model_name``.
@@ -668,6 +801,8 @@ def load(config, workdir: str, *, step: int | None = None, level: int | None = N
       model (lists the differences).
   """
   if os.path.isfile(os.path.join(workdir, "inference.json")):
+    if face_workdir:
+      raise ConfigError(f"face_workdir={face_workdir!r}: not supported with an exported model ({workdir})")
     return load_exported(workdir, mesh=mesh, batch_size=batch_size)
   if config is None:
     config = runs.load_config_json(workdir)
@@ -675,6 +810,11 @@ def load(config, workdir: str, *, step: int | None = None, level: int | None = N
       raise CheckpointNotFoundError(f"no inference.json or config.json in {workdir}: pass the config the run "
                                     "was trained with")
   cls = registry.get(config.model_name).inference_class()
+  if face_workdir:
+    if cls is not DRNModel:
+      raise ConfigError(f"face_workdir={face_workdir!r}: the face module works with DRN models only "
+                        f"(config.model_name={config.model_name!r})")
+    return cls.restore(config, workdir, step=step, mesh=mesh, batch_size=batch_size, face_workdir=face_workdir)
   return cls.restore(config, workdir, step=step, level=level, mesh=mesh, batch_size=batch_size)
 
 
@@ -687,6 +827,9 @@ def export(model: PoseTransferModel, path: str, *, source: dict | None = None) -
     source: what to record as the weights' origin (default ``model.source``), e.g. the authors'
       release for an importer.
   """
+  if getattr(model, "face_config", None) is not None:
+    raise ConfigError("export of a DRN model with its face module is not supported: export the body model "
+                      "(load it without face_workdir) and keep the face-module run folder")
   os.makedirs(path, exist_ok=True)
   checkpoints.save_tree(os.path.join(path, "variables"), jax.device_get(model.variables))
   record = {

@@ -78,6 +78,9 @@ FAMILIES: dict[str, Family] = {
                   "hpt_jax/configs/deepfashion_hpn.py", "level_<H>x<W>/<step>/ (one per resolution level)"),
     "diaf": Family("diaf", "DIAF", "hpt_jax.models.diaf", "hpt_jax.train.diaf", "DIAFModel",
                    "hpt_jax/configs/deepfashion_diaf.py", "{flow,generator,pixel_warp}/<step>/ (one per phase)"),
+    # DRN's face module (DRN §IV-A), trained separately; used through a DRN model (--face_workdir).
+    "drn_face": Family("drn_face", "DRN face module", "hpt_jax.models.drn_face", "hpt_jax.train.drn_face",
+                       "DRNFaceModule", "hpt_jax/configs/deepfashion_drn_face.py", "drn_face/<step>/"),
     # Inference only (imported weights, launch/import_checkpoint.py); fine-tune as DRN's pose branch.
     "patn": Family("patn", "PATN", "hpt_jax.models.patn", "", "PATNModel",
                    "hpt_jax/configs/deepfashion_patn.py", "none (imported: inference.json + variables/)"),

@@ -121,6 +121,6 @@ def test_registry_names_every_familys_four_parts():
   try:
     registry.get("nosuch")
   except registry.UnknownFamilyError as e:
-    assert "config.model_name='nosuch'" in str(e) and "'diaf', 'drn', 'hpn', 'patn'" in str(e)
+    assert "config.model_name='nosuch'" in str(e) and "'diaf', 'drn', 'drn_face', 'hpn', 'patn'" in str(e)
   else:
     raise AssertionError("no error for an unknown family")

@@ -38,6 +38,10 @@ Flags:
   --[no]hands   hand keypoint error curves with MediaPipe's palm detector and hand-landmark model
                 (DRN Fig. 7, thresholds 10/20/40 px; default true; n/a without the models:
                 `python launch/fetch_models.py`).
+  --face_workdir DRN: a face-module run (``--config=deepfashion_drn_face``, DRN Eq. 2) blended in for the
+                face pairs of the face cache next to eval_data.annotations; the table gets the rows
+                "model (refined + face module)" and "refined (no face module)" and says how many
+                outputs used it (docs/evaluation.md).
   --inception_weights     converted FID Inception weights (default $HPT_JAX_INCEPTION_WEIGHTS or
                           ~/.cache/hpt_jax/inception_v3_fid.npz).
   --inception_fc_weights  Inception classifier weights for the Inception Score (default
@@ -66,6 +70,8 @@ _FID = flags.DEFINE_bool("fid", True, "Compute FID (and IS) with the FID Incepti
 _RETRIEVAL = flags.DEFINE_bool("retrieval", True, "Retrieval recall@3/5/10 (Inception and VGG-16 backbones).")
 _FACES = flags.DEFINE_bool("faces", True, "Face identity and face keypoint curve with dlib (the `faces` extra).")
 _HANDS = flags.DEFINE_bool("hands", True, "Hand keypoint error curves with MediaPipe's hand models.")
+_FACE_WORKDIR = flags.DEFINE_string("face_workdir", None, "DRN: a face-module run (deepfashion_drn_face) to blend in "
+                                    "(rows with and without it).")
 _INCEPTION_WEIGHTS = flags.DEFINE_string(
     "inception_weights", None, "Converted FID Inception weights (.npz; default "
     "$HPT_JAX_INCEPTION_WEIGHTS or ~/.cache/hpt_jax/inception_v3_fid.npz).")
@@ -102,7 +108,7 @@ def main(argv):
                                  inception_weights=_INCEPTION_WEIGHTS.value,
                                  inception_fc_weights=_INCEPTION_FC_WEIGHTS.value,
                                  output_dir=_OUTPUT_DIR.value, retrieval=_RETRIEVAL.value,
-                                 faces=_FACES.value, hands=_HANDS.value)
+                                 faces=_FACES.value, hands=_HANDS.value, face_workdir=_FACE_WORKDIR.value)
   print(f"{result['num_pairs']} pairs, {result['description']}: {result['output_dir']}")
   print(evaluation.markdown_table(result))
 
