@@ -51,14 +51,17 @@ FLOPS_PER_PAIR = {"": 3.43e11}
 STEPS_PER_EPOCH = 11_158   # 89,262 training pairs (§4.1) / batch 8
 
 
-def _data(pairs: str) -> ml_collections.ConfigDict:
+def data_block(pairs: str, sample: str = _SAMPLE, stored_size: tuple[int, int] = (256, 176),
+               image_size: tuple[int, int] = (256, 256), pad_to_width: int = 256) -> ml_collections.ConfigDict:
+  """A ``data``/``eval_data`` block on the PATN-format ``sample`` folder's ``pairs`` list
+  (``market1501_diaf`` uses it with its own sample, 128×64 and no padding)."""
   return ml_collections.ConfigDict(dict(
-      images=os.path.join(_SAMPLE, "img"),
-      annotations=os.path.join(_SAMPLE, "annotation.csv"),
-      pairs=os.path.join(_SAMPLE, pairs),
-      stored_size=(256, 176),       # (H, W) of the image files; every image must have it (checked at start).
-      image_size=(256, 256),        # (H, W) the networks see, after padding to pad_to_width.
-      pad_to_width=256,             # pad 176-wide PATN crops with white to 256 (x += 40); 0 = off.
+      images=os.path.join(sample, "img"),
+      annotations=os.path.join(sample, "annotation.csv"),
+      pairs=os.path.join(sample, pairs),
+      stored_size=stored_size,      # (H, W) of the image files; every image must have it (checked at start).
+      image_size=image_size,        # (H, W) the networks see, after padding to pad_to_width.
+      pad_to_width=pad_to_width,    # pad 176-wide PATN crops with white to 256 (x += 40); 0 = off.
       keypoint_x_offset=0,          # added to annotation x when reading (as in the DRN config).
       skip_bad_examples=False,
       flip=True,                    # random horizontal flip of the pair (train only).
@@ -102,8 +105,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
       pixel_warp=_phase(2 * STEPS_PER_EPOCH),
   ))
 
-  config.data = _data("pairs_train.csv")
-  config.eval_data = _data("pairs_eval.csv")
+  config.data = data_block("pairs_train.csv")
+  config.eval_data = data_block("pairs_eval.csv")
   config.eval_data.flip = False
 
   config.pose = ml_collections.ConfigDict(dict(
@@ -121,7 +124,21 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
 
   config.flow_model = ml_collections.ConfigDict(dict(nf=32, max_nf=512, n_levels=5))   # FlowUnet
   config.model = ml_collections.ConfigDict(dict(                                       # DualUnetGenerator
-      nf=32, max_nf=128, n_scales=7, n_warp_scales=5, n_res_blocks=2))
+      nf=32, max_nf=128, n_scales=7, n_warp_scales=5, n_res_blocks=2,
+      # True (reference): the appearance encoder reuses the pose encoder's down-sampling conv + BN
+      # (ly015/intrinsic_flow models/networks.py: enca_%d_downsample = p_downsample, a slip: the
+      # separate a_downsample is built and dropped). False: two encoders as the paper
+      # describes, each with its own (more parameters; not what the authors' weights hold).
+      share_downsample=True,
+      # Batch norm of the generator and pixel-warp net when not trained (inference, evaluation, the
+      # frozen generator of phase 3): 'reference' = batch statistics, the reference's test-time
+      # behaviour (it never switches netG/netPW to eval mode), what its released weights were
+      # evaluated with; 'running' = running averages (a pair's output does not depend on its
+      # batch-mates, the batch size or padding rows) -- use it with share_downsample=False: a shared
+      # down-sampling BN averages the pose and the appearance statistics into one running estimate
+      # that fits neither (deepfashion_diaf:cpu eval-pair L1 0.46 vs 0.20; docs/diaf.md). The flow
+      # module always uses running averages (the reference's netF.eval()).
+      bn_mode="reference"))
   config.pixel_warp_model = ml_collections.ConfigDict(dict(nf=32, max_nf=128, n_scales=7))
   config.disc = ml_collections.ConfigDict(dict(ndf=64, n_layers=3))                   # 70×70 PatchGAN
 

@@ -127,7 +127,8 @@ def validate_config(config) -> None:
     ValueError: naming the field: ``flow_targets.source`` not 'pseudo'/'corr'; 'corr' without an
       existing ``flow_targets.corr_dir``; ``pose.disk_radius`` or ``flow_targets.limb_radius`` ≤ 0;
       ``data.image_size`` not divisible by what the networks need (2^model.n_scales,
-      2^pixel_warp_model.n_scales, 2^(flow_model.n_levels+1)).
+      2^pixel_warp_model.n_scales, 2^(flow_model.n_levels+1)); ``model.bn_mode`` not
+      'running'/'reference'.
   """
   t = config.flow_targets
   if t.source not in ("pseudo", "corr"):
@@ -139,6 +140,10 @@ def validate_config(config) -> None:
     raise errors.ConfigError(f"pose.disk_radius={config.pose.disk_radius} must be > 0")
   if not t.limb_radius > 0:
     raise errors.ConfigError(f"flow_targets.limb_radius={t.limb_radius} must be > 0")
+  bn_mode = config.model.get("bn_mode", "reference")
+  if bn_mode not in ("running", "reference"):
+    raise errors.ConfigError(f"model.bn_mode={bn_mode!r}: expected 'running' (running averages at inference) "
+                             "or 'reference' (batch statistics, the reference's test-time behaviour)")
   for block in ("data", "eval_data"):
     h, w = config[block].image_size
     for field, factor in (("model.n_scales", 2 ** config.model.n_scales),

@@ -12,16 +12,26 @@ Batch normalisation everywhere (paper §4.1 "batch normalization is used after e
 layer (except the last one)"), PyTorch defaults (momentum 0.1 ≙ Flax 0.9, eps 1e-5). Each module
 takes ``train``: True = batch statistics (reduced over the *global* batch under ``jax.jit`` with a
 sharded batch) and running averages updated (``mutable=['batch_stats']``); False = running
-averages. The reference never switches its generator to eval mode (its ``train()``/``eval()`` in
-``models/pose_transfer_model.py`` are no-ops); we use
-running averages for frozen networks and inference, the standard behaviour.
+averages. At inference (:func:`generate`) the generator and the pixel-warp net follow their
+``bn_mode`` (config ``model.bn_mode``): ``'reference'`` (config default) = batch statistics, as the
+reference at test time; ``'running'`` = running averages, so an output does not depend on the
+other pairs in its batch (pair it with ``share_downsample=False``: a shared down-sampling BN keeps
+one running estimate for two different feature distributions) (its ``PoseTransferModel.train()``/``eval()`` in
+``models/pose_transfer_model.py`` are no-ops, so ``netG``/``netPW`` stay in train mode; its flow
+network is switched to eval mode, so the flow module always uses running averages).
+
+The structure follows the reference module by module (``tests/test_diaf_import.py`` checks equal
+outputs for the same weights); the one structural option is the generator's
+``share_downsample`` (reference: the appearance encoder reuses the pose encoder's down-sampling
+convolution + BN, ``enca_%d_downsample = p_downsample``; ``False`` = two separate ones, as the
+paper's two encoders describe).
 
 Kernel init: Kaiming normal (fan-in), the reference's ``init_type='kaiming'``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -50,9 +60,9 @@ def _conv(features, kernel, stride=1, padding=None, use_bias=False, dtype=jnp.fl
                  use_bias=use_bias, kernel_init=kaiming, dtype=dtype, name=name)
 
 
-def _conv_transpose(features, dtype, name=None):
+def _conv_transpose(features, dtype, name=None, use_bias=False):
   """PyTorch ``ConvTranspose2d(k=4, s=2, p=1)``: exactly doubles H and W."""
-  return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=[(2, 2), (2, 2)], use_bias=False,
+  return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=[(2, 2), (2, 2)], use_bias=use_bias,
                           kernel_init=kaiming, dtype=dtype, name=name)
 
 
@@ -80,64 +90,32 @@ def _check_divisible(h, w, factor, field):
     raise errors.ConfigError(f"image size {h}x{w} must be divisible by {factor} ({field})")
 
 
-# ------------------------------------------------------------------------ pix2pix U-Net core
-class Pix2PixUNet(nn.Module):
-  """pix2pix ``UnetSkipConnectionBlock`` stack returning the decoder features of every level.
-
-  The input ``x`` is the level-0 skip. Down level i (0 … n−1): [LReLU 0.2, except i = 0] →
-  Conv4×4 s2 → ``channels[i]`` → [BN, except the outermost and innermost], giving the skip of
-  level i+1 at 1/2^(i+1). Up, from the innermost: ReLU → ConvT4×4 s2 → BN to the channels of the
-  next-outer skip, concatenated with it (reference pix2pix / ``FlowUnet``, ``models/networks.py``).
-
-  Attributes:
-    channels: output channels of the n down convs (FlowUnet: (128, 256, 512, 512, 512)).
-    dtype: computation dtype.
-
-  ``__call__(x [B, H, W, C], train)`` → list ``[u_0, …, u_{n-1}]``; ``u_i`` is
-  ``[B, H/2^i, W/2^i, 2·C_i]`` (skip i concatenated with the up-sampled deeper features; C_0 = C).
-  H and W must be divisible by 2^n.
-  """
-
-  channels: Sequence[int]
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> list[jax.Array]:
-    n = len(self.channels)
-    skips = [x]
-    h = x
-    for i, c in enumerate(self.channels):
-      if i > 0:
-        h = nn.leaky_relu(h, 0.2)
-      h = _conv(c, 4, 2, 1, dtype=self.dtype, name=f"down{i}")(h)
-      if 0 < i < n - 1:
-        h = _bn(train, self.dtype, f"down{i}_bn")(h)
-      skips.append(h)
-    outs = []
-    u = skips[-1]
-    for i in reversed(range(n)):
-      target_c = skips[i].shape[-1]
-      u = _conv_transpose(target_c, self.dtype, f"up{i}")(nn.relu(u))
-      u = _bn(train, self.dtype, f"up{i}_bn")(u)
-      u = jnp.concatenate([skips[i], u], -1)
-      outs.append(u)
-    return outs[::-1]
-
-
+# ------------------------------------------------------------------------------ flow module
 class FlowRegressionNet(nn.Module):
-  """Flow regression module, DIAF §3.3 / Fig. 3; reference ``FlowUnet`` (``models/networks.py``).
+  """Flow regression module, DIAF §3.3 / Fig. 3; reference ``FlowUnet`` with its
+  ``FlowUnetSkipConnectionBlock`` levels (ly015/intrinsic_flow @ 94ea8f0, ``models/networks.py``).
 
-  Input cat(p1, p2) (36 channels) → stem (Conv7×7 → nf, BN, LReLU 0.1; Conv3×3 s2 → 2nf, BN,
-  LReLU 0.1) → pix2pix U-Net of ``n_levels`` levels on the H/2 features (channels
-  ``min(2nf·2^i, max_nf)``). A flow head (LReLU 0.1 → Conv3×3 → 2) on the decoder feature of
-  every level (H/2 … H/2^n_levels); a visibility head (LReLU 0.1 → Conv3×3 → 3 logits) on the
-  outermost one. Full-resolution flow and logits: bilinear ×2 of the H/2 outputs, flow ×20.
+  Stem: cat(p1, p2) (36 channels) → Conv7×7 → nf, BN, LReLU 0.1 → Conv3×3 s2 → c_0 = 2nf, BN,
+  LReLU 0.1. U-Net of ``n_levels`` levels on the H/2 features; level l has outer channels
+  ``o_l = min(2nf·2^l, max_nf)`` and inner ``o_{l+1}``:
+
+  * down: outermost (l = 0) Conv4×4 s2 → BN (no activation); middle LReLU 0.2 → Conv4×4 s2 → BN;
+    innermost (l = n−1) LReLU 0.2 → Conv4×4 s2 (no BN). Bias-free.
+  * up: ReLU → ConvT4×4 s2 → o_l → BN (bias only on the outermost ConvT), applied to the deeper
+    level's output; that output is ``cat(skip_l, u_l)`` except at the outermost, where it is
+    ``u_0`` alone. The skip is the level's input *after* LReLU 0.2 (the reference's in-place
+    ``LeakyReLU(0.2, True)`` also rewrites the tensor it concatenates).
+  * flow head of level l: LReLU 0.1 → Conv3×3 (bias) → 2 on ``u_l``; visibility head: LReLU 0.1
+    → Conv3×3 (bias) → 3 logits on ``u_0``.
+
+  Full-resolution flow and logits: bilinear ×2 of the H/2 outputs (``align_corners=False``), flow
+  ×20.
 
   Attributes:
     nf: stem width (reference 32).
-    max_nf: channel cap (reference 512).
-    n_levels: U-Net levels after the stem (reference 5); H and W must be divisible by
-      2^(n_levels+1).
+    max_nf: channel cap (reference ``FlowUnet`` default 512).
+    n_levels: U-Net levels after the stem (reference ``num_scale``: 5, Market-1501 4); H and W
+      must be divisible by 2^(n_levels+1).
     dtype: computation dtype.
 
   ``__call__(source_pose, target_pose, train)``:
@@ -145,6 +123,9 @@ class FlowRegressionNet(nn.Module):
     Returns dict ``flow`` [B, H, W, 2] float32 pixels (target → source), ``vis_logits``
     [B, H, W, 3] float32, ``flow_pyramid``: list of ``[B, H/2^(s+1), W/2^(s+1), 2]`` (s = 0 …
     n_levels−1) in units of 20 full-resolution pixels (for the multi-scale loss).
+
+  Raises:
+    hpt_jax.errors.ConfigError: H or W not divisible by 2^(n_levels+1).
   """
 
   nf: int = 32
@@ -156,17 +137,29 @@ class FlowRegressionNet(nn.Module):
   def __call__(self, source_pose, target_pose, train: bool = True):
     b, h, w, _ = source_pose.shape
     _check_divisible(h, w, 2 ** (self.n_levels + 1), "flow.n_levels: 2**(n_levels+1)")
-    x = jnp.concatenate([source_pose, target_pose], -1).astype(self.dtype)
-    x = nn.leaky_relu(_bn(train, self.dtype, "stem0_bn")(_conv(self.nf, 7, dtype=self.dtype, name="stem0")(x)), 0.1)
-    x = nn.leaky_relu(_bn(train, self.dtype, "stem1_bn")(_conv(2 * self.nf, 3, 2, dtype=self.dtype, name="stem1")(x)), 0.1)
-    channels = [min(2 * self.nf * 2 ** (i + 1), self.max_nf) for i in range(self.n_levels)]
-    feats = Pix2PixUNet(channels, self.dtype, name="unet")(x, train)
-    pyramid = []
-    for s, f in enumerate(feats):
-      pyramid.append(_conv(2, 3, use_bias=True, dtype=self.dtype, name=f"flow_head{s}")(
-          nn.leaky_relu(f, 0.1)).astype(jnp.float32))
-    vis = _conv(flow_lib.NUM_VIS_CLASSES, 3, use_bias=True, dtype=self.dtype, name="vis_head")(
-        nn.leaky_relu(feats[0], 0.1)).astype(jnp.float32)
+    dt = self.dtype
+    x = jnp.concatenate([source_pose, target_pose], -1).astype(dt)
+    x = nn.leaky_relu(_bn(train, dt, "stem0_bn")(_conv(self.nf, 7, dtype=dt, name="stem0")(x)), 0.1)
+    x = nn.leaky_relu(_bn(train, dt, "stem1_bn")(_conv(2 * self.nf, 3, 2, dtype=dt, name="stem1")(x)), 0.1)
+    n = self.n_levels
+    outer = [min(2 * self.nf * 2 ** l, self.max_nf) for l in range(n + 1)]
+    skips = []
+    for l in range(n):
+      if l > 0:
+        x = nn.leaky_relu(x, 0.2)
+      skips.append(x)
+      x = _conv(outer[l + 1], 4, 2, 1, dtype=dt, name=f"down{l}")(x)
+      if l < n - 1:
+        x = _bn(train, dt, f"down{l}_bn")(x)
+    pyramid = [None] * n
+    for l in reversed(range(n)):
+      u = _conv_transpose(outer[l], dt, f"up{l}", use_bias=(l == 0))(nn.relu(x))
+      u = _bn(train, dt, f"up{l}_bn")(u)
+      pyramid[l] = _conv(2, 3, use_bias=True, dtype=dt, name=f"flow_head{l}")(
+          nn.leaky_relu(u, 0.1)).astype(jnp.float32)
+      x = u if l == 0 else jnp.concatenate([skips[l], u], -1)
+    vis = _conv(flow_lib.NUM_VIS_CLASSES, 3, use_bias=True, dtype=dt, name="vis_head")(
+        nn.leaky_relu(x, 0.1)).astype(jnp.float32)
     flow = layers.upsample(pyramid[0], "bilinear") * FLOW_SCALE
     vis = layers.upsample(vis, "bilinear")
     return {"flow": flow, "vis_logits": vis, "flow_pyramid": pyramid}
@@ -217,27 +210,38 @@ class FeatureWarp(nn.Module):
     return ResidualBlock(self.dtype, name="gate")(xw, gated, train)
 
 
+BN_MODES = ("running", "reference")
+
+
 class DualUNetGenerator(nn.Module):
   """Dual-path U-Net generator with flow-guided feature warping, DIAF §3.2/§3.4/§4.1; reference
-  ``DualUnetGenerator`` (``models/networks.py``).
+  ``DualUnetGenerator`` (ly015/intrinsic_flow @ 94ea8f0, ``models/networks.py``; ``vis_mode=
+  'residual'``, ``norm='batch'``, ReLU, ``no_end_norm=0``).
 
   * Level l (0 … n_scales−1) has ``c_l = min(nf·(l+1), max_nf)`` channels at H/2^l.
   * Pose encoder (target pose p2) and appearance encoder (source image x1): 1×1 conv + BN to c_0;
     per level 2 residual blocks (each output is a skip) then act → Conv3×3 s2 → BN to c_{l+1}.
-    The reference's two encoders share their down-sampling convs by a bug (``enca_%d_downsample
-    = p_downsample``); the paper describes two encoders, so ours are separate.
+    ``share_downsample=True`` (reference): both encoders use the same down-sampling conv + BN
+    (``enca_%d_downsample = p_downsample``, ``encp_{l}_down`` here); ``False``: the appearance
+    encoder has its own (``enca_{l}_down``), as the paper's two encoders describe.
   * Feature warping (levels l < ``n_warp_scales``): both appearance skips of level l pass through
     :class:`FeatureWarp` with ``F_l = avgpool(F, 2^l)/2^l`` and ``V_l`` = min-pool of V; only the
     skips are warped, the unwarped features continue down (reference).
   * Bottleneck: Conv1×1(cat(pose, appearance)) → BN.
-  * Decoder level l: act → Conv3×3 to 4·c_l → PixelShuffle(2) → BN (paper §4.1), then 2 residual
-    blocks whose side input is cat(pose skip, warped appearance skip) of that level (mirrored order).
-  * Output: act → ReflectionPad 3 → Conv7×7 (bias) → 3 → tanh.
+  * Decoder level l: act → Conv3×3 to 4·c_l → PixelShuffle(2) → BN (paper §4.1), then residual
+    blocks ``dec_{l}_res{k}`` for k = n_res_blocks−1 … 0 whose side input is cat(pose skip k,
+    warped appearance skip k) of that level.
+  * Output: ReflectionPad 3 → Conv7×7 (bias) → 3 → tanh (no activation before the pad, as the
+    reference's ``dec_output``; the tanh is the reference model's ``F.tanh``).
 
   Attributes:
     nf: base width (reference 32). max_nf: cap (reference 128).
-    n_scales: levels N (paper 7; H, W divisible by 2^N). n_warp_scales: warped levels (reference 5).
+    n_scales: levels N (paper 7, Market-1501 5; H, W divisible by 2^N). n_warp_scales: warped
+      levels (reference 5, Market-1501 4).
     n_res_blocks: residual blocks per level (paper 2).
+    share_downsample: see above (reference True).
+    bn_mode: how :func:`generate` runs it at inference (``'running'`` | ``'reference'``, module
+      docstring); ``__call__`` itself follows ``train``.
     dtype: computation dtype.
 
   ``__call__(source_image [B,H,W,3], target_pose [B,H,W,18], flow [B,H,W,2], vis int [B,H,W],
@@ -249,6 +253,8 @@ class DualUNetGenerator(nn.Module):
   n_scales: int = 7
   n_warp_scales: int = 5
   n_res_blocks: int = 2
+  share_downsample: bool = True
+  bn_mode: str = "running"
   dtype: Dtype = jnp.float32
 
   def _c(self, level):
@@ -278,36 +284,44 @@ class DualUNetGenerator(nn.Module):
       skips_p.append(sp)
       skips_a.append(sa)
       c_next = self._c(l + 1)
-      xp = _bn(train, dt, f"encp_{l}_down_bn")(_conv(c_next, 3, 2, dtype=dt, name=f"encp_{l}_down")(nn.relu(xp)))
-      xa = _bn(train, dt, f"enca_{l}_down_bn")(_conv(c_next, 3, 2, dtype=dt, name=f"enca_{l}_down")(nn.relu(xa)))
+      down_p = _conv(c_next, 3, 2, dtype=dt, name=f"encp_{l}_down")
+      bn_p = _bn(train, dt, f"encp_{l}_down_bn")
+      if self.share_downsample:
+        down_a, bn_a = down_p, bn_p
+      else:
+        down_a, bn_a = _conv(c_next, 3, 2, dtype=dt, name=f"enca_{l}_down"), _bn(train, dt, f"enca_{l}_down_bn")
+      xp = bn_p(down_p(nn.relu(xp)))
+      xa = bn_a(down_a(nn.relu(xa)))
     hdec = _bn(train, dt, "bottleneck_bn")(
         _conv(self._c(self.n_scales), 1, dtype=dt, name="bottleneck")(jnp.concatenate([xp, xa], -1)))
     for l in reversed(range(self.n_scales)):
       c = self._c(l)
       hdec = _conv(4 * c, 3, dtype=dt, name=f"dec_{l}_up")(nn.relu(hdec))
       hdec = _bn(train, dt, f"dec_{l}_up_bn")(pixel_shuffle(hdec, 2))
-      for r in range(self.n_res_blocks):
-        k = self.n_res_blocks - 1 - r
+      for k in reversed(range(self.n_res_blocks)):
         side = jnp.concatenate([skips_p[l][k], skips_a[l][k]], -1)
-        hdec = ResidualBlock(dt, name=f"dec_{l}_res{r}")(hdec, side, train)
-    out = layers.reflect_pad(nn.relu(hdec), 3)
-    out = nn.Conv(3, (7, 7), padding="VALID", kernel_init=kaiming, dtype=dt, name="out")(out)
+        hdec = ResidualBlock(dt, name=f"dec_{l}_res{k}")(hdec, side, train)
+    out = nn.Conv(3, (7, 7), padding="VALID", kernel_init=kaiming, dtype=dt, name="out")(layers.reflect_pad(hdec, 3))
     return jnp.tanh(out.astype(jnp.float32))
 
 
 class PixelWarpNet(nn.Module):
   """Pixel-warping fusion weight network, DIAF §3.5 Eq. 3; reference ``UnetGenerator_MultiOutput``
-  (``models/networks.py``; the fusion is in ``models/pose_transfer_model.py``).
+  (ly015/intrinsic_flow @ 94ea8f0, ``models/networks.py``, one output branch; the fusion is in
+  ``models/pose_transfer_model.py``).
 
-  Input cat(generated image, warped source image, visibility, flow/20) — 9 channels as the
-  reference (visibility as one channel holding the class index 0/1/2) → Conv3×3 stem to nf
-  (ours: gives the outermost skip nf channels) → pix2pix U-Net of
-  ``n_scales`` levels (channels ``min(nf·2^i, max_nf)``) → head Conv1×1 + BN → ReLU → ReflPad 3,
-  Conv7×7 → 1 → sigmoid = the soft mask z ∈ (0, 1).
+  Input cat(generated image, warped source image, visibility, flow) — the reference's 9 channels
+  ``img_out_G+img_warp+vis_out+flow_out``: visibility as one channel holding the class index
+  0/1/2, flow in pixels (background zeroed). A residual U-Net of the generator's kind with one
+  encoder: 1×1 conv + BN to ``c_0``; per level (``c_l = min(nf·(l+1), max_nf)``) 2 residual blocks
+  (skips), act → Conv3×3 s2 → BN; decoder act → Conv3×3 to 4·c_l → PixelShuffle(2) → BN, residual
+  blocks ``dec_{l}_res{k}`` (k = n−1 … 0) with skip k as side input; head Conv1×1 + BN → ReLU →
+  ReflectionPad 3 → Conv7×7 (bias) → 1 → sigmoid = the soft mask z ∈ (0, 1).
 
   Attributes:
-    nf: width (reference 32). max_nf: cap (reference 128). n_scales: levels (reference 7;
-    H, W divisible by 2^n_scales). dtype: computation dtype.
+    nf: width (reference 32). max_nf: cap (reference 128). n_scales: levels (reference: the
+    generator's, 7; Market-1501 5; H, W divisible by 2^n_scales). n_res_blocks: per level (2).
+    bn_mode: as :class:`DualUNetGenerator`. dtype: computation dtype.
 
   ``__call__(generated [B,H,W,3], warped [B,H,W,3], flow [B,H,W,2], vis int [B,H,W], train)`` →
   z ``[B,H,W,1]`` float32 in (0, 1).
@@ -316,20 +330,34 @@ class PixelWarpNet(nn.Module):
   nf: int = 32
   max_nf: int = 128
   n_scales: int = 7
+  n_res_blocks: int = 2
+  bn_mode: str = "running"
   dtype: Dtype = jnp.float32
+
+  def _c(self, level):
+    return min(self.nf * (level + 1), self.max_nf)
 
   @nn.compact
   def __call__(self, generated, warped, flow, vis, train: bool = True):
     b, h, w, _ = generated.shape
     _check_divisible(h, w, 2 ** self.n_scales, "pixel_warp_model.n_scales: 2**n_scales")
-    x = jnp.concatenate([generated, warped, vis[..., None].astype(jnp.float32),
-                         flow / FLOW_SCALE], -1).astype(self.dtype)
-    x = _conv(self.nf, 3, dtype=self.dtype, name="stem")(x)
-    channels = [min(self.nf * 2 ** (i + 1), self.max_nf) for i in range(self.n_scales)]
-    feat = Pix2PixUNet(channels, self.dtype, name="unet")(x, train)[0]
-    z = nn.relu(_bn(train, self.dtype, "head_bn")(_conv(self.nf, 1, dtype=self.dtype, name="head")(feat)))
-    z = nn.Conv(1, (7, 7), padding="VALID", kernel_init=kaiming, dtype=self.dtype, name="out")(
-        layers.reflect_pad(z, 3))
+    dt = self.dtype
+    x = jnp.concatenate([generated, warped, vis[..., None].astype(jnp.float32), flow], -1).astype(dt)
+    x = _bn(train, dt, "pre_bn")(_conv(self._c(0), 1, dtype=dt, name="pre")(x))
+    skips = []
+    for l in range(self.n_scales):
+      for r in range(self.n_res_blocks):
+        x = ResidualBlock(dt, name=f"enc_{l}_res{r}")(x, None, train)
+        skips.append(x)
+      x = _bn(train, dt, f"enc_{l}_down_bn")(_conv(self._c(l + 1), 3, 2, dtype=dt, name=f"enc_{l}_down")(nn.relu(x)))
+    for l in reversed(range(self.n_scales)):
+      c = self._c(l)
+      x = _conv(4 * c, 3, dtype=dt, name=f"dec_{l}_up")(nn.relu(x))
+      x = _bn(train, dt, f"dec_{l}_up_bn")(pixel_shuffle(x, 2))
+      for k in reversed(range(self.n_res_blocks)):
+        x = ResidualBlock(dt, name=f"dec_{l}_res{k}")(x, skips.pop(), train)
+    z = nn.relu(_bn(train, dt, "head_bn")(_conv(self.nf, 1, dtype=dt, name="head")(x)))
+    z = nn.Conv(1, (7, 7), padding="VALID", kernel_init=kaiming, dtype=dt, name="out")(layers.reflect_pad(z, 3))
     return jax.nn.sigmoid(z.astype(jnp.float32))
 
 
@@ -379,13 +407,21 @@ def build_models(config, dtype=jnp.float32) -> dict[str, nn.Module]:
   """The four DIAF networks from a ``hpt_jax/configs/deepfashion_diaf.py`` config.
 
   Returns ``{'flow': FlowRegressionNet, 'generator': DualUNetGenerator, 'pixel_warp':
-  PixelWarpNet, 'disc': PatchDiscriminator}``.
+  PixelWarpNet, 'disc': PatchDiscriminator}``; ``model.bn_mode`` and ``model.share_downsample``
+  (absent: ``'reference'``, True) go to the generator, ``bn_mode`` to the pixel-warp net too.
+
+  Raises:
+    hpt_jax.errors.ConfigError: an unknown ``model.bn_mode``.
   """
   f, g, p, d = config.flow_model, config.model, config.pixel_warp_model, config.disc
+  bn_mode = g.get("bn_mode", "reference")
+  if bn_mode not in BN_MODES:
+    raise errors.ConfigError(f"model.bn_mode={bn_mode!r}; expected one of {BN_MODES}")
   return {
       "flow": FlowRegressionNet(f.nf, f.max_nf, f.n_levels, dtype),
-      "generator": DualUNetGenerator(g.nf, g.max_nf, g.n_scales, g.n_warp_scales, g.n_res_blocks, dtype),
-      "pixel_warp": PixelWarpNet(p.nf, p.max_nf, p.n_scales, dtype),
+      "generator": DualUNetGenerator(g.nf, g.max_nf, g.n_scales, g.n_warp_scales, g.n_res_blocks,
+                                     bool(g.get("share_downsample", True)), bn_mode, dtype),
+      "pixel_warp": PixelWarpNet(p.nf, p.max_nf, p.n_scales, g.n_res_blocks, bn_mode, dtype),
       "disc": PatchDiscriminator(d.ndf, d.n_layers, dtype),
   }
 
@@ -419,8 +455,24 @@ def warp_source(source_image: jax.Array, flow: jax.Array, vis: jax.Array) -> jax
   return jnp.where((vis == flow_lib.BACKGROUND)[..., None], -1.0, warped)
 
 
+def apply_frozen(module: nn.Module, variables: dict, *args) -> jax.Array:
+  """Runs a generator or pixel-warp net that is not being trained, as its ``bn_mode`` says.
+
+  ``'running'``: ``train=False`` (running averages). ``'reference'``: batch statistics of this
+  batch (``train=True``; the running-average update is discarded), the reference's test-time
+  behaviour — the output of a pair then depends on the other pairs in its batch (padding rows
+  included). Args and result as the module's ``__call__``.
+  """
+  if getattr(module, "bn_mode", "running") == "reference":
+    out, _ = module.apply(variables, *args, train=True, mutable=["batch_stats"])
+    return out
+  return module.apply(variables, *args, train=False)
+
+
 def generate(models: dict[str, nn.Module], nets: dict[str, dict], batch: dict) -> dict[str, jax.Array]:
-  """DIAF inference with the networks present in ``nets`` (running BN averages), DIAF §3.2–3.5.
+  """DIAF inference with the networks present in ``nets``, DIAF §3.2–3.5. The flow module uses
+  running BN averages; the generator and pixel-warp net follow their ``bn_mode``
+  (:func:`apply_frozen`).
 
   Args:
     models: :func:`build_models`' dict.
@@ -438,10 +490,10 @@ def generate(models: dict[str, nn.Module], nets: dict[str, dict], batch: dict) -
   flow, vis, raw = predict_flow(models["flow"], nets["flow"], batch["source_pose"], batch["target_pose"])
   out = {"flow": flow, "raw_flow": raw, "vis": vis, "warped": warp_source(batch["source_image"], flow, vis)}
   if "generator" in nets:
-    out["generated"] = models["generator"].apply(nets["generator"], batch["source_image"], batch["target_pose"],
-                                                 flow, vis, train=False)
+    out["generated"] = apply_frozen(models["generator"], nets["generator"], batch["source_image"],
+                                    batch["target_pose"], flow, vis)
     if "pixel_warp" in nets:
-      z = models["pixel_warp"].apply(nets["pixel_warp"], out["generated"], out["warped"], flow, vis, train=False)
+      z = apply_frozen(models["pixel_warp"], nets["pixel_warp"], out["generated"], out["warped"], flow, vis)
       out["mask"] = z
       out["final"] = z * out["warped"] + (1 - z) * out["generated"]
   return out
@@ -473,3 +525,179 @@ def abstract_variables(models: dict[str, nn.Module], name: str, image_shape: tup
   """``{'params', 'batch_stats'}`` shape tree of network ``name`` (``jax.eval_shape`` of ``init``)."""
   return jax.eval_shape(lambda *a: models[name].init(jax.random.PRNGKey(0), *a, train=False),
                         *init_inputs(name, image_shape))
+
+
+# ----------------------------------------------------------------------------- weight mapping
+#: The reference's state-dict file of each network (``checkpoints/<id>/<epoch>_net_<name>.pth``).
+REFERENCE_FILES = {"flow": "netF", "generator": "netG", "pixel_warp": "netPW"}
+
+
+def _t_conv(table, torch_key, flax_path, bias=False):
+  table[f"{torch_key}.weight"] = ("params", f"{flax_path}/kernel", "conv")
+  if bias:
+    table[f"{torch_key}.bias"] = ("params", f"{flax_path}/bias", "copy")
+
+
+def _t_bn(table, dropped, torch_key, flax_path):
+  table[f"{torch_key}.weight"] = ("params", f"{flax_path}/scale", "copy")
+  table[f"{torch_key}.bias"] = ("params", f"{flax_path}/bias", "copy")
+  table[f"{torch_key}.running_mean"] = ("batch_stats", f"{flax_path}/mean", "copy")
+  table[f"{torch_key}.running_var"] = ("batch_stats", f"{flax_path}/var", "copy")
+  dropped[f"{torch_key}.num_batches_tracked"] = "batch-norm step counter (unused at inference)"
+
+
+def _t_res(table, dropped, torch_key, flax_path, side):
+  if side:
+    _t_conv(table, f"{torch_key}.conv_a.0", f"{flax_path}/side")
+    _t_bn(table, dropped, f"{torch_key}.conv_a.1", f"{flax_path}/side_bn")
+  _t_conv(table, f"{torch_key}.conv.0", f"{flax_path}/conv")
+  _t_bn(table, dropped, f"{torch_key}.conv.1", f"{flax_path}/bn")
+
+
+def state_dict_layout(network: str, module: nn.Module) -> tuple[dict, dict]:
+  """PyTorch key → Flax path table of one DIAF network (ly015/intrinsic_flow @ 94ea8f0,
+  ``models/networks.py``; ``norm='batch'``).
+
+  ``flow`` ↔ ``FlowUnet`` (``conv_downsample.{0,1,3,4}``, level l under
+  ``unet_block.`` + ``submodule.``·l with ``down``/``up``/``predict_flow``, ``predict_vis.1``);
+  ``generator`` ↔ ``DualUnetGenerator`` (``vis_mode='residual'``; ``enc{p,a}_pre_conv``,
+  ``enc{p,a}_<l>_res_<i>``, ``enca_<l>_vis_<i>`` → ``warp_<l>_<i>/gate``,
+  ``enc{p,a}_<l>_downsample.{1,2}``, ``dec_fuse``, ``dec_<l>_upsample.{1,3}``, ``dec_<l>_res_<i>``,
+  ``dec_output.1``); ``pixel_warp`` ↔ ``UnetGenerator_MultiOutput`` with one output branch
+  (``pre_conv``, ``enc_*``, ``dec_*``, ``dec_output_0.{0.0,0.1,3}``). With
+  ``share_downsample`` the reference's ``enca_<l>_downsample`` (the same tensors as
+  ``encp_<l>_downsample``) maps onto ``encp_<l>_down`` too.
+
+  Args:
+    network: ``'flow'``, ``'generator'`` or ``'pixel_warp'``.
+    module: the matching :func:`build_models` network (its fields fix the levels).
+
+  Returns:
+    ``(table, dropped)``: ``table`` maps a key to ``(collection, flax path, rule)``, rule
+    ``'conv'`` (OIHW → HWIO), ``'conv_transpose'`` (IOHW → HWIO, flipped) or ``'copy'``;
+    ``dropped`` maps keys that may be present and are ignored to the reason.
+
+  Raises:
+    ValueError: unknown network.
+  """
+  table: dict[str, tuple[str, str, str]] = {}
+  dropped: dict[str, str] = {}
+  if network == "flow":
+    _t_conv(table, "conv_downsample.0", "stem0")
+    _t_bn(table, dropped, "conv_downsample.1", "stem0_bn")
+    _t_conv(table, "conv_downsample.3", "stem1")
+    _t_bn(table, dropped, "conv_downsample.4", "stem1_bn")
+    n = module.n_levels
+    for l in range(n):
+      p = "unet_block." + "submodule." * l
+      d = 0 if l == 0 else 1                       # the outermost down has no activation
+      _t_conv(table, f"{p}down.{d}", f"down{l}")
+      if l < n - 1:
+        _t_bn(table, dropped, f"{p}down.{d + 1}", f"down{l}_bn")
+      table[f"{p}up.1.weight"] = ("params", f"up{l}/kernel", "conv_transpose")
+      if l == 0:
+        table[f"{p}up.1.bias"] = ("params", f"up{l}/bias", "copy")
+      _t_bn(table, dropped, f"{p}up.2", f"up{l}_bn")
+      _t_conv(table, f"{p}predict_flow.1", f"flow_head{l}", bias=True)
+    _t_conv(table, "predict_vis.1", "vis_head", bias=True)
+  elif network == "generator":
+    for e, s in (("p", "p"), ("a", "a")):
+      _t_conv(table, f"enc{e}_pre_conv.0", f"pre_{s}")
+      _t_bn(table, dropped, f"enc{e}_pre_conv.1", f"pre_{s}_bn")
+    for l in range(module.n_scales):
+      for i in range(module.n_res_blocks):
+        for e in "pa":
+          _t_res(table, dropped, f"enc{e}_{l}_res_{i}", f"enc{e}_{l}_res{i}", side=False)
+        if l < module.n_warp_scales:
+          _t_res(table, dropped, f"enca_{l}_vis_{i}", f"warp_{l}_{i}/gate", side=True)
+        _t_res(table, dropped, f"dec_{l}_res_{i}", f"dec_{l}_res{i}", side=True)
+      for e in "pa":
+        target = "p" if module.share_downsample else e
+        _t_conv(table, f"enc{e}_{l}_downsample.1", f"enc{target}_{l}_down")
+        _t_bn(table, dropped, f"enc{e}_{l}_downsample.2", f"enc{target}_{l}_down_bn")
+      _t_conv(table, f"dec_{l}_upsample.1", f"dec_{l}_up")
+      _t_bn(table, dropped, f"dec_{l}_upsample.3", f"dec_{l}_up_bn")
+    _t_conv(table, "dec_fuse.0", "bottleneck")
+    _t_bn(table, dropped, "dec_fuse.1", "bottleneck_bn")
+    _t_conv(table, "dec_output.1", "out", bias=True)
+  elif network == "pixel_warp":
+    _t_conv(table, "pre_conv.0", "pre")
+    _t_bn(table, dropped, "pre_conv.1", "pre_bn")
+    for l in range(module.n_scales):
+      for i in range(module.n_res_blocks):
+        _t_res(table, dropped, f"enc_{l}_res_{i}", f"enc_{l}_res{i}", side=False)
+        _t_res(table, dropped, f"dec_{l}_res_{i}", f"dec_{l}_res{i}", side=True)
+      _t_conv(table, f"enc_{l}_downsample.1", f"enc_{l}_down")
+      _t_bn(table, dropped, f"enc_{l}_downsample.2", f"enc_{l}_down_bn")
+      _t_conv(table, f"dec_{l}_upsample.1", f"dec_{l}_up")
+      _t_bn(table, dropped, f"dec_{l}_upsample.3", f"dec_{l}_up_bn")
+    _t_conv(table, "dec_output_0.0.0", "head")
+    _t_bn(table, dropped, "dec_output_0.0.1", "head_bn")
+    _t_conv(table, "dec_output_0.3", "out", bias=True)
+  else:
+    raise ValueError(f"unknown DIAF network {network!r}; expected 'flow', 'generator' or 'pixel_warp'")
+  return table, dropped
+
+
+def convert_state_dict(tensors, network: str, models: dict[str, nn.Module],
+                       image_shape: tuple[int, int]) -> tuple[dict, dict[str, str]]:
+  """Maps one reference DIAF state dict onto network ``network`` (:func:`state_dict_layout`).
+
+  Args:
+    tensors: ``{torch key: array}`` (:func:`hpt_jax.torch_checkpoint.read_tensors`; a
+      ``module.`` prefix from ``DataParallel`` is stripped).
+    network: ``'flow'``, ``'generator'`` or ``'pixel_warp'``.
+    models: :func:`build_models`' dict (its fields fix the shapes).
+    image_shape: (H, W) the network is initialised for.
+
+  Returns:
+    ``(variables, dropped)``: ``{'params', 'batch_stats'}`` nested dicts of float32 NumPy arrays,
+    ``{torch key: reason}`` of the tensors deliberately ignored.
+
+  Raises:
+    hpt_jax.models.patn.WeightMismatchError: unmatched keys, parameters the file lacks, shape
+      mismatches, or (``share_downsample``) pose/appearance down-sampling tensors that differ.
+  """
+  import flax
+  import numpy as np
+  from hpt_jax.models import patn   # the PATN importer's error type and tensor rules (one place)
+
+  module = models[network]
+  expected = flax.traverse_util.flatten_dict(
+      flax.core.unfreeze(abstract_variables(models, network, image_shape)), sep="/")
+  table, dropped = state_dict_layout(network, module)
+  keys = {k[len("module."):] if k.startswith("module.") else k: k for k in tensors}
+  flat, unmatched, bad, ignored = {}, [], [], {}
+  for key in sorted(keys):
+    original = keys[key]
+    if key in table:
+      collection, path, rule = table[key]
+      value = patn._transform(rule, tensors[original])
+      want = expected.get(f"{collection}/{path}")
+      if want is None:
+        unmatched.append(f"{original} (no {collection}/{path} in the network)")
+      elif tuple(want.shape) != value.shape:
+        bad.append(f"{original} {tuple(np.shape(tensors[original]))} -> {collection}/{path}: got {value.shape}, "
+                   f"network has {tuple(want.shape)}")
+      elif f"{collection}/{path}" in flat and not np.array_equal(flat[f"{collection}/{path}"], value):
+        bad.append(f"{original} differs from the tensor already mapped to {collection}/{path} "
+                   "(separate down-sampling convolutions: set model.share_downsample=False)")
+      else:
+        flat[f"{collection}/{path}"] = value
+    elif key in dropped:
+      ignored[original] = dropped[key]
+    else:
+      unmatched.append(original)
+  missing = sorted(set(expected) - set(flat))
+  if unmatched or bad or missing:
+    parts = []
+    if unmatched:
+      parts.append(f"{len(unmatched)} unmatched key(s): {', '.join(unmatched)}")
+    if bad:
+      parts.append(f"{len(bad)} shape/value mismatch(es): {'; '.join(bad)}")
+    if missing:
+      parts.append(f"{len(missing)} network parameter(s) missing from the file: {', '.join(missing)}")
+    raise patn.WeightMismatchError(f"PyTorch state dict does not fit the DIAF {network} network ({module}): "
+                                   + " | ".join(parts))
+  variables = flax.traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+  return variables, ignored

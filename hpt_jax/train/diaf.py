@@ -393,9 +393,10 @@ class DIAFTrainer:
       ``pixel_warp/mask_mean``, ``disc/loss``, gradient norms.
     """
     flow, vis = self.predict_flow(frozen["flow"], batch)
-    g = frozen["generator"]
-    generated, _ = self._apply("generator", g["params"], g["batch_stats"], batch["source_image"],
-                               batch["target_pose"], flow, vis, train=False)
+    # The frozen generator runs as at inference: running averages, or with model.bn_mode='reference'
+    # this batch's statistics (the reference keeps netG in train mode under no_grad).
+    generated = diaf_models.apply_frozen(self.models["generator"], frozen["generator"], batch["source_image"],
+                                         batch["target_pose"], flow, vis)
     generated = jax.lax.stop_gradient(generated)
     warped = self.warp_source(batch["source_image"], flow, vis)
 
