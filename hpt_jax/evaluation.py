@@ -934,7 +934,7 @@ def _extra_sections(result: Mapping) -> list[str]:
              for row in result["row_order"] if row in block]
       md.append("")
   r = result.get("retrieval")
-  if r:
+  if r and r.get("per_row"):      # (no line when every backbone is n/a: the table says why)
     md += ["", f"* Retrieval (R@k): {r['queries']}; gallery: {r['gallery']} "
                f"({r.get('gallery_size', '?')} images, {r.get('items', '?')} items); {r['note']}."]
   fm = result.get("face_module")

@@ -292,6 +292,8 @@ def test_every_family_has_the_table_with_every_column(evaluated):
     md = open(os.path.join(out, "metrics.md")).read()
     for row in metrics["row_order"]:
       assert f"| {row} |" in md
+    # Retrieval's protocol line only where it ran (DRN; HPN and DIAF are evaluated without it).
+    assert ("* Retrieval (R@k):" in md) == (family == "drn"), family
     n = metrics["num_pairs"]
     assert len(open(os.path.join(out, "per_pair.csv")).read().strip().splitlines()) == n + 1
     names = sorted(os.listdir(os.path.join(out, "images")))
