@@ -16,6 +16,10 @@ from hpt_jax.train import drn as drn_train
 from hpt_jax.train import drn_face as face_train
 from tests._helpers import random_like
 
+# Jitted once each (eager mode would compile every primitive separately).
+_paste = jax.jit(drn_face.paste, static_argnums=2)
+_blend = jax.jit(drn_face.blend, static_argnums=4)
+
 
 def _landmarks():
   """Hand-made 68 landmarks (y, x) in a 64×64 frame: a straight jaw, brows as open '^', eyes as
@@ -70,7 +74,7 @@ def test_crop_and_paste_round_trip():
   box = np.array([10, 20, 74, 84])                    # side 64 at integer offsets: exact
   crop = faces.crop_face(image, box)
   np.testing.assert_allclose(crop, image[10:74, 20:84] / 127.5 - 1.0, atol=1e-6)
-  pasted, inside = drn_face.paste(crop[None], box[None], (128, 96))
+  pasted, inside = _paste(crop[None], box[None], (128, 96))
   pasted, inside = np.asarray(pasted[0]), np.asarray(inside[0, ..., 0])
   assert inside.sum() == 64 * 64 and inside[10:74, 20:84].all()
   np.testing.assert_allclose(pasted[10:74, 20:84], crop, atol=1e-5)
@@ -78,7 +82,7 @@ def test_crop_and_paste_round_trip():
   yy, xx = np.mgrid[0:128, 0:96]
   smooth = np.stack([yy * 2, xx * 2, 255 - yy], -1).clip(0, 255).astype(np.uint8)
   box = np.array([40, 30, 72, 62])
-  back, _ = drn_face.paste(faces.crop_face(smooth, box)[None], box[None], (128, 96))
+  back, _ = _paste(faces.crop_face(smooth, box)[None], box[None], (128, 96))
   np.testing.assert_allclose(np.asarray(back[0])[40:72, 30:62], smooth[40:72, 30:62] / 127.5 - 1, atol=0.02)
   # Parts of a box outside the image are black in the crop.
   assert np.all(faces.crop_face(image, np.array([-32, 0, 32, 64]))[:32] == -1.0)
@@ -90,7 +94,7 @@ def test_blend_is_eq2_and_the_identity_without_a_face_pair():
   body = rng.uniform(-1, 1, (2, h, w, 3)).astype(np.float32)
   face = rng.uniform(-1, 1, (2, s, s, 3)).astype(np.float32)
   boxes = np.array([[5, 4, 13, 12], [5, 4, 13, 12]])
-  out, mask = drn_face.blend(body, face, boxes, np.array([True, False]), sigma)
+  out, mask = _blend(body, face, boxes, np.array([True, False]), sigma)
   out, mask = np.asarray(out), np.asarray(mask)
   # Eq. 2 by hand: M_F = g(σ) * 1[B_F] (separable, zero outside), the face pasted at integer offsets.
   r = 3
