@@ -20,7 +20,7 @@ Phases (``config.phases``), each with its own Orbax folder ``<workdir>/checkpoin
    discriminator is not updated before it either.
 3. **pixel_warp** — :class:`~hpt_jax.models.diaf.PixelWarpNet` predicts z from (x̃2, x_w, F, V);
    x̂2 = z·x_w + (1 − z)·x̃2 (Eq. 3), x_w = warp(x1, F) with background pixels set to −1
-   (reference). Generator and flow module frozen (inference mode); only the pixel-warp net and the
+   (reference). Generator and flow module frozen (inference mode: the generator as ``model.bn_mode``); only the pixel-warp net and the
    discriminator (continued from phase 2) train, on the same loss applied to x̂2, GAN on.
 
 Each iteration updates the discriminator **before** the generator (reference), on this batch's
