@@ -60,7 +60,9 @@ def test_wheel_holds_packages_configs_sample_and_scripts(wheel):
   sample = {n for n in names if n.startswith("hpt_jax/data/deepfashion_sample/")}
   on_disk = {os.path.relpath(p, os.path.dirname(os.path.dirname(DEEPFASHION_SAMPLE))).replace(os.sep, "/")
              for p in glob.glob(os.path.join(DEEPFASHION_SAMPLE, "**", "*"), recursive=True) if os.path.isfile(p)}
-  assert len(on_disk) == 314 + 4 and {"hpt_jax/" + p for p in on_disk} == sample
+  # 314 images, annotation.csv, pairs.csv, pairs_train.csv, pairs_eval.csv and the face cache faces.npz
+  assert len(on_disk) == 314 + 5 and {"hpt_jax/" + p for p in on_disk} == sample
+  assert "hpt_jax/data/deepfashion_sample/faces.npz" in sample
   assert "hpt_jax/data/README.md" in names and "hpt_jax/data/SOURCE.md" in names
   # Nothing of the checkout that is not the library.
   assert not any(n.startswith(("tests/", "launch/", "configs/", "input_pipeline/", "docs/")) for n in names)
