@@ -659,7 +659,6 @@ def convert_state_dict(tensors, network: str, models: dict[str, nn.Module],
       mismatches, or (``share_downsample``) pose/appearance down-sampling tensors that differ.
   """
   import flax
-  import numpy as np
   from hpt_jax.models import patn   # the PATN importer's error type and tensor rules (one place)
 
   module = models[network]
@@ -667,37 +666,7 @@ def convert_state_dict(tensors, network: str, models: dict[str, nn.Module],
       flax.core.unfreeze(abstract_variables(models, network, image_shape)), sep="/")
   table, dropped = state_dict_layout(network, module)
   keys = {k[len("module."):] if k.startswith("module.") else k: k for k in tensors}
-  flat, unmatched, bad, ignored = {}, [], [], {}
-  for key in sorted(keys):
-    original = keys[key]
-    if key in table:
-      collection, path, rule = table[key]
-      value = patn._transform(rule, tensors[original])
-      want = expected.get(f"{collection}/{path}")
-      if want is None:
-        unmatched.append(f"{original} (no {collection}/{path} in the network)")
-      elif tuple(want.shape) != value.shape:
-        bad.append(f"{original} {tuple(np.shape(tensors[original]))} -> {collection}/{path}: got {value.shape}, "
-                   f"network has {tuple(want.shape)}")
-      elif f"{collection}/{path}" in flat and not np.array_equal(flat[f"{collection}/{path}"], value):
-        bad.append(f"{original} differs from the tensor already mapped to {collection}/{path} "
-                   "(separate down-sampling convolutions: set model.share_downsample=False)")
-      else:
-        flat[f"{collection}/{path}"] = value
-    elif key in dropped:
-      ignored[original] = dropped[key]
-    else:
-      unmatched.append(original)
-  missing = sorted(set(expected) - set(flat))
-  if unmatched or bad or missing:
-    parts = []
-    if unmatched:
-      parts.append(f"{len(unmatched)} unmatched key(s): {', '.join(unmatched)}")
-    if bad:
-      parts.append(f"{len(bad)} shape/value mismatch(es): {'; '.join(bad)}")
-    if missing:
-      parts.append(f"{len(missing)} network parameter(s) missing from the file: {', '.join(missing)}")
-    raise patn.WeightMismatchError(f"PyTorch state dict does not fit the DIAF {network} network ({module}): "
-                                   + " | ".join(parts))
-  variables = flax.traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
-  return variables, ignored
+  # With share_downsample the pose and appearance encoders' down-sampling keys name one path.
+  return patn.map_state_dict(
+      tensors, keys, table, dropped, expected, f"the DIAF {network} network ({module})",
+      shared_hint="separate down-sampling convolutions: set model.share_downsample=False")

@@ -220,36 +220,65 @@ def convert_state_dict(tensors: Mapping[str, np.ndarray], model_config,
       best = (score, table, dropped)
   _, table, dropped = best
 
+  return map_state_dict(tensors, keys, table, dropped, expected,
+                        f"the network ({_config_hint(model_config)})")
+
+
+def map_state_dict(tensors: Mapping[str, np.ndarray], keys: Mapping[str, str], table: Mapping[str, tuple],
+                   dropped: Mapping[str, str], expected: Mapping[str, Any], what: str,
+                   shared_hint: str = "a shared weight") -> tuple[dict, dict[str, str]]:
+  """Fills a Flax variable tree from a PyTorch state dict through a layout table (every importer).
+
+  Args:
+    tensors: ``{torch key: array}`` as read from the file.
+    keys: ``{normalised key (prefixes stripped): torch key}``.
+    table: ``{normalised key: (collection, flat Flax path, rule)}``; ``rule`` is ``'conv'``,
+      ``'conv_transpose'`` (OIHW / IOHW → HWIO, the transposed kernel flipped) or ``'copy'``.
+      Several keys may name one path (weights the reference shares): their tensors must be equal.
+    dropped: ``{normalised key: reason}`` of tensors deliberately ignored.
+    expected: ``{'collection/path': abstract array}`` of the network (its shapes are checked).
+    what: the network, for the error message.
+    shared_hint: what to say when two tensors for one shared path differ.
+
+  Returns:
+    ``(variables, ignored)``: nested dicts of float32 NumPy arrays, ``{torch key: reason}``.
+
+  Raises:
+    WeightMismatchError: keys that match nothing, shapes that differ, two tensors for one shared
+      path that differ, or network parameters the file lacks — all listed in one message.
+  """
   flat: dict[str, np.ndarray] = {}
-  unmatched, bad_shapes, ignored = [], [], {}
+  unmatched, bad, ignored = [], [], {}
   for key in sorted(keys):
     original = keys[key]
     if key in table:
       collection, path, rule = table[key]
+      target = f"{collection}/{path}"
       value = _transform(rule, tensors[original])
-      want = expected.get(f"{collection}/{path}")
+      want = expected.get(target)
       if want is None:
-        unmatched.append(f"{original} (no {collection}/{path} in the network)")
+        unmatched.append(f"{original} (no {target} in the network)")
       elif tuple(want.shape) != value.shape:
-        bad_shapes.append(f"{original} {tuple(np.shape(tensors[original]))} -> {collection}/{path}: "
-                          f"got {value.shape}, network has {tuple(want.shape)}")
+        bad.append(f"{original} {tuple(np.shape(tensors[original]))} -> {target}: "
+                   f"got {value.shape}, network has {tuple(want.shape)}")
+      elif target in flat and not np.array_equal(flat[target], value):
+        bad.append(f"{original} differs from the tensor already mapped to {target} ({shared_hint})")
       else:
-        flat[f"{collection}/{path}"] = value
+        flat[target] = value
     elif key in dropped:
       ignored[original] = dropped[key]
     else:
       unmatched.append(original)
-  missing = sorted(set(expected) - set(flat) - {f"{c}/{p}" for c, p, _ in
-                                                 (table[k] for k in keys if k in table)})
-  if unmatched or bad_shapes or missing:
+  in_file = {f"{table[k][0]}/{table[k][1]}" for k in keys if k in table}
+  missing = sorted(set(expected) - set(flat) - in_file)
+  if unmatched or bad or missing:
     parts = []
     if unmatched:
       parts.append(f"{len(unmatched)} unmatched key(s): {', '.join(unmatched)}")
-    if bad_shapes:
-      parts.append(f"{len(bad_shapes)} shape mismatch(es): {'; '.join(bad_shapes)}")
+    if bad:
+      parts.append(f"{len(bad)} shape/value mismatch(es): {'; '.join(bad)}")
     if missing:
       parts.append(f"{len(missing)} network parameter(s) missing from the file: {', '.join(missing)}")
-    raise WeightMismatchError(f"PyTorch state dict does not fit the network ({_config_hint(model_config)}): "
-                              + " | ".join(parts))
+    raise WeightMismatchError(f"PyTorch state dict does not fit {what}: " + " | ".join(parts))
   variables = flax.traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
   return variables, ignored
