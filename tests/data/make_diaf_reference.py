@@ -69,6 +69,11 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "diaf_reference")
+
+sys.path.insert(0, HERE)
+# The PATN fixtures' weight seeding (N(0, 1/fan_in) convs, BN scales/statistics), one place.
+from make_patn_reference import _seed_weights  # noqa: E402
+
 COMMIT = "94ea8f0b6c2e9d6380a29055eaa5b0068e894a25"
 H, W, B = 32, 16, 3
 
@@ -100,27 +105,6 @@ def _import(repo):
   init = module.ResidualBlock.__init__
   module.ResidualBlock.__init__ = lambda self, dim, dim_a, *a, **k: init(self, dim, 0 if dim_a is None else dim_a, *a, **k)
   return module
-
-
-def _seed_weights(net: nn.Module, seed: int) -> None:
-  g = torch.Generator().manual_seed(seed)
-  modules = dict(net.named_modules())
-  with torch.no_grad():
-    for name, p in net.named_parameters():   # shared parameters come once
-      if p.ndim == 4:
-        fan_in = p.shape[1] * p.shape[2] * p.shape[3]
-        if isinstance(modules[name.rsplit(".", 1)[0]], nn.ConvTranspose2d):  # [in, out, kh, kw], stride 2
-          fan_in = p.shape[0] * p.shape[2] * p.shape[3] / 4
-        p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(fan_in))
-      elif name.endswith("weight"):  # batch-norm scale
-        p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
-      else:
-        p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    for name, b in net.named_buffers():
-      if name.endswith("running_mean"):
-        b.copy_(0.3 * torch.randn(b.shape, generator=g))
-      elif name.endswith("running_var"):
-        b.copy_(0.5 + torch.rand(b.shape, generator=g))
 
 
 def _disks(rng, b, h, w, radius=2.0):
